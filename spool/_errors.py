@@ -1,0 +1,69 @@
+"""The error hierarchy. Each name says whether retrying can help."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CredentialsError",
+    "DeliveryError",
+    "RejectedError",
+    "SpoolClosedError",
+    "SpoolConfigError",
+    "SpoolCorruptError",
+    "SpoolError",
+    "SpoolSchemaError",
+    "TransientError",
+]
+
+
+class SpoolError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class SpoolConfigError(SpoolError, ValueError):
+    """Bad configuration (a field out of range, missing credentials). Fix the setting; retrying won't help."""
+
+
+class SpoolClosedError(SpoolError, RuntimeError):
+    """The spool was closed; nothing more can be put into it."""
+
+
+class SpoolSchemaError(SpoolError):
+    """The file was written by a newer span-spool than this one. Upgrade; the file is left untouched."""
+
+
+class SpoolCorruptError(SpoolError):
+    """The file is not a readable spool database."""
+
+
+class DeliveryError(SpoolError):
+    """A batch was not taken by the sink. `status` is the HTTP status (None: no response)."""
+
+    def __init__(self, message: str, *, status: int | None = None, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
+
+
+class TransientError(DeliveryError):
+    """The sink could not take the batch now (408, 429, 5xx, connection error, timeout). Retrying can help;
+    `retry_after` is the server's requested wait in seconds, if it gave one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        detail: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, detail=detail)
+        self.retry_after = retry_after
+
+
+class RejectedError(DeliveryError):
+    """The sink refused some item of the batch (400, 409, 413, 422). Retrying the same batch cannot help;
+    splitting it finds the item."""
+
+
+class CredentialsError(DeliveryError):
+    """The sink refused the credentials (401, 403). Not the spans' fault: retrying helps once the key is fixed."""

@@ -1,0 +1,176 @@
+"""Sinks: where batches go. `SGPSink` speaks Scale GP's `PUT /v5/spans/batch`.
+
+A sink's `send` either returns (the server took every item) or raises a `DeliveryError` subclass saying what kind
+of failure it was: `TransientError` (retry), `RejectedError` (some item is bad: split the batch),
+`CredentialsError` (pause until the key is fixed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import orjson
+
+from ._errors import CredentialsError, DeliveryError, RejectedError, SpoolConfigError, TransientError
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["SGPSink", "Sink", "classify_response", "join_items"]
+
+_REJECTED = frozenset({400, 409, 413, 422})
+_CREDENTIALS = frozenset({401, 403})
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Something that takes batches of encoded span items."""
+
+    async def send(self, items: Sequence[bytes], *, timeout: float) -> None:
+        """Deliver `items` (each the exact JSON bytes of one span) or raise a `DeliveryError` subclass."""
+
+    async def aclose(self) -> None:
+        """Release connections. The sink may be used again afterwards (it reconnects)."""
+
+
+def join_items(items: Sequence[bytes]) -> bytes:
+    """The request body `{"items":[...]}` built from stored bytes, without parsing them."""
+    return b'{"items":[' + b",".join(items) + b"]}"
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _detail(body: bytes) -> str:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:500].decode("utf-8", "replace")
+    if isinstance(parsed, dict) and "detail" in parsed:
+        d = parsed["detail"]
+        return d if isinstance(d, str) else orjson.dumps(d).decode()[:500]
+    return body[:500].decode("utf-8", "replace")
+
+
+def classify_response(status: int, body: bytes, retry_after: str | None = None) -> DeliveryError | None:
+    """None for a 2xx; otherwise the error that says what the failure means for the batch.
+
+    401/403 -> `CredentialsError`; 400/409/413/422 -> `RejectedError`; everything else (408, 429, 5xx, and
+    unexpected codes such as a 404 from a wrong base URL, which are configuration, not the spans' fault) ->
+    `TransientError` carrying `Retry-After`.
+    """
+    if 200 <= status < 300:
+        return None
+    detail = _detail(body)
+    msg = f"HTTP {status}: {detail}"
+    if status in _CREDENTIALS:
+        return CredentialsError(msg, status=status, detail=detail)
+    if status in _REJECTED:
+        return RejectedError(msg, status=status, detail=detail)
+    return TransientError(msg, status=status, detail=detail, retry_after=_retry_after(retry_after))
+
+
+class SGPSink:
+    """Delivers batches to Scale GP's `PUT /v5/spans/batch`.
+
+    Credentials and base URL come from the arguments, else the SDK's environment (`SGP_API_KEY`, `SGP_ACCOUNT_ID`,
+    `SGP_CLIENT_BASE_URL`); the constructor raises `SpoolConfigError` when the key or account is missing. The SDK
+    (imported off the event loop on first send) supplies the default base URL and headers; requests go through one
+    keep-alive `httpx.AsyncClient` per event loop, re-created when the loop changes. The SDK's own retries are not
+    used: the drainer's retry policy is the only one.
+    """
+
+    def __init__(self, api_key: str | None = None, account_id: str | None = None, base_url: str | None = None) -> None:
+        self._api_key = api_key or os.environ.get("SGP_API_KEY")
+        self._account_id = account_id or os.environ.get("SGP_ACCOUNT_ID")
+        self._base_url = base_url or os.environ.get("SGP_CLIENT_BASE_URL") or None
+        missing = [n for n, v in (("SGP_API_KEY", self._api_key), ("SGP_ACCOUNT_ID", self._account_id)) if not v]
+        if missing:
+            raise SpoolConfigError(
+                f"no Scale GP credentials: set {' and '.join(missing)} (or pass api_key/account_id to SGPSink)"
+            )
+        self._url: str | None = None
+        self._headers: dict[str, str] = {}
+        self._client: httpx.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:  # never show the key
+        return f"SGPSink(base_url={self._base_url or 'SDK default'!r})"
+
+    def _configure(self) -> None:
+        """Resolve URL and headers through the SDK (slow import: runs in a worker thread)."""
+        from scale_gp_beta import SGPClient
+
+        sdk = SGPClient(api_key=self._api_key, account_id=self._account_id, base_url=self._base_url, max_retries=0)
+        try:
+            headers = {k: v for k, v in sdk.default_headers.items() if isinstance(v, str)}
+            headers.update(sdk.auth_headers)
+            headers["Content-Type"] = "application/json"
+            headers.pop("X-Stainless-Async", None)
+            self._headers = headers
+            self._url = str(sdk.base_url).rstrip("/") + "/v5/spans/batch"
+        finally:
+            sdk.close()
+
+    async def _client_for_loop(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            if self._url is None:
+                await asyncio.to_thread(self._configure)
+            if self._client is None or self._client_loop is not loop:  # re-check: a concurrent send may have won
+                import httpx
+
+                old, old_loop = self._client, self._client_loop
+                self._client = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=16))
+                self._client_loop = loop
+                if old is not None and old_loop is not None:
+                    await _close_elsewhere(old, old_loop)
+        assert self._client is not None
+        return self._client
+
+    async def send(self, items: Sequence[bytes], *, timeout: float) -> None:
+        import httpx
+
+        client = await self._client_for_loop()
+        assert self._url is not None
+        try:
+            resp = await client.put(self._url, content=join_items(items), headers=self._headers, timeout=timeout)
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"timed out after {timeout:g}s ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise TransientError(f"connection failed: {type(exc).__name__}: {exc}") from exc
+        err = classify_response(resp.status_code, resp.content, resp.headers.get("retry-after"))
+        if err is not None:
+            raise err
+
+    async def aclose(self) -> None:
+        client, loop = self._client, self._client_loop
+        self._client = self._client_loop = None
+        if client is None or loop is None:
+            return
+        if loop is asyncio.get_running_loop():
+            await client.aclose()
+        else:
+            await _close_elsewhere(client, loop)
+
+
+async def _close_elsewhere(client: httpx.AsyncClient, loop: asyncio.AbstractEventLoop) -> None:
+    """Close a client that belongs to another loop, on that loop while it runs (a dead loop's cannot be awaited)."""
+    if loop.is_running() and not loop.is_closed():
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(client.aclose(), loop))

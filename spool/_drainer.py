@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -98,16 +99,30 @@ class Drainer:
         elif self.paused:
             return
         n = batch_size or self._config.batch_size
-        await asyncio.gather(*(self._worker(force, n) for _ in range(self._config.max_inflight)))
+        async with asyncio.TaskGroup() as tg:  # unlike gather, waits for cancelled workers to give their rows back
+            for _ in range(self._config.max_inflight):
+                tg.create_task(self._worker(force, n))
 
     async def _worker(self, force: bool, batch_size: int) -> None:
-        cfg = self._config
         assert self._slots is not None
         while force or not self.paused:
             async with self._slots:
-                rows = await self._db(self._store.claim, self.owner, batch_size, cfg.lease_seconds, force=force)
+                rows = await self._claim(batch_size, force)
                 if not rows or not await self._deliver_claim(rows):
                     return
+
+    async def _claim(self, batch_size: int, force: bool) -> list[Claimed]:
+        fut = self._db.submit(self._store.claim, self.owner, batch_size, self._config.lease_seconds, force=force)
+        try:
+            return await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:
+            # The claim still happens on the DB thread: give those rows back there, right after it.
+            fut.add_done_callback(self._release_abandoned)
+            raise
+
+    def _release_abandoned(self, fut: concurrent.futures.Future[list[Claimed]]) -> None:
+        if not fut.cancelled() and fut.exception() is None and (rows := fut.result()):
+            self._store.release(self.owner, [r.seq for r in rows])  # runs on the DB thread
 
     async def _deliver_claim(self, rows: Sequence[Claimed]) -> bool:
         """Deliver one claimed batch (splitting rejections); False if the round failed and the rows were kept."""

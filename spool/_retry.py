@@ -53,7 +53,7 @@ def retrying(config: SpoolConfig, sleep: Sleep = asyncio.sleep) -> AsyncRetrying
         stop=stop_after_attempt(config.max_attempts) | _RetryAfterOver(config.backoff_max),
         wait=_AtLeastRetryAfter(
             wait_exponential_jitter(
-                initial=config.backoff_initial, max=config.backoff_max, jitter=config.backoff_initial
+                multiplier=config.backoff_initial, max=config.backoff_max, jitter=config.backoff_initial
             )
         ),
         retry=retry_if_exception_type(TransientError),

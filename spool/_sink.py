@@ -8,8 +8,10 @@ of failure it was: `TransientError` (retry), `RejectedError` (some item is bad: 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import os
+import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -109,6 +111,9 @@ class SGPSink:
         self._headers: dict[str, str] = {}
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        # The SDK import takes about a second: start it now, off the caller's thread, so the first send is quick.
+        self._configured = threading.Thread(target=self._try_configure, name="spool-sgp-config", daemon=True)
+        self._configured.start()
 
     def __repr__(self) -> str:  # never show the key
         return f"SGPSink(base_url={self._base_url or 'SDK default'!r})"
@@ -128,11 +133,17 @@ class SGPSink:
         finally:
             sdk.close()
 
+    def _try_configure(self) -> None:
+        with contextlib.suppress(Exception):  # retried on first send, where the error surfaces
+            self._configure()
+
     async def _client_for_loop(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
+            if self._configured.is_alive():
+                await asyncio.to_thread(self._configured.join)
             if self._url is None:
-                await asyncio.to_thread(self._configure)
+                self._configure()  # the background attempt failed: do it here and let the error surface
             if self._client is None or self._client_loop is not loop:  # re-check: a concurrent send may have won
                 import httpx
 

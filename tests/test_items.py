@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+import orjson
+import pytest
+
+from spool._items import encode_item, new_span_id
+
+MiB = 1024 * 1024
+BASE = {"trace_id": "t1", "id": "s1", "name": "llm", "start_timestamp": "2026-11-28T10:00:00+00:00"}
+
+
+def test_valid_item_is_stored_as_its_json_bytes() -> None:
+    enc = encode_item(BASE, MiB)
+    assert (enc.trace_id, enc.span_id, enc.is_end) == ("t1", "s1", False)
+    assert orjson.loads(enc.body) == BASE
+
+
+def test_end_event_and_datetimes_with_offsets() -> None:
+    start = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+    naive_end = datetime(2026, 11, 28, 10, 0, 1)
+    enc = encode_item({**BASE, "start_timestamp": start, "end_timestamp": naive_end}, MiB)
+    doc = orjson.loads(enc.body)
+    assert enc.is_end
+    assert doc["start_timestamp"] == "2026-11-28T10:00:00+00:00"
+    assert doc["end_timestamp"] == "2026-11-28T10:00:01+00:00"  # naive means UTC
+    other = datetime(2026, 11, 28, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    assert orjson.loads(encode_item({**BASE, "start_timestamp": other}, MiB).body)["start_timestamp"].endswith("+02:00")
+
+
+def test_missing_id_gets_a_uuid4() -> None:
+    item = {k: v for k, v in BASE.items() if k != "id"}
+    enc = encode_item(item, MiB)
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", enc.span_id)
+    assert orjson.loads(enc.body)["id"] == enc.span_id
+    assert "id" not in item  # the caller's dict is not modified
+    assert len({new_span_id() for _ in range(1000)}) == 1000
+
+
+@pytest.mark.parametrize(
+    ("change", "exc", "key"),
+    [
+        ({"trace_id": None}, ValueError, "trace_id"),
+        ({"trace_id": 5}, ValueError, "trace_id"),
+        ({"trace_id": ""}, ValueError, "trace_id"),
+        ({"name": None}, ValueError, "name"),
+        ({"name": 3}, ValueError, "name"),
+        ({"start_timestamp": None}, ValueError, "start_timestamp"),
+        ({"start_timestamp": "yesterday"}, ValueError, "start_timestamp"),
+        ({"start_timestamp": 1700000000}, ValueError, "start_timestamp"),
+        ({"end_timestamp": "2026-11-28T09:00:00+00:00"}, ValueError, "end_timestamp"),
+        ({"id": 12}, ValueError, "'id'"),
+        ({"id": "x" * 257}, ValueError, "'id'"),
+        ({"id": "a\x00b"}, ValueError, "'id'"),
+        ({"parent_id": "p\x00"}, ValueError, "parent_id"),
+        ({"name": "\ud800"}, ValueError, "name"),
+        ({"metadata": {"k": object()}}, TypeError, "metadata"),
+        ({"metadata": {"deep": [1, {"x": {1, 2}}]}}, TypeError, "deep"),
+        ({"metadata": {"n": 2**70}}, ValueError, "'n'"),
+    ],
+)
+def test_bad_items_raise_naming_the_key(change: dict[str, object], exc: type[Exception], key: str) -> None:
+    with pytest.raises(exc, match=re.escape(key)):
+        encode_item({**BASE, **change}, MiB)
+
+
+def test_missing_required_key_is_named() -> None:
+    for key in ("trace_id", "name", "start_timestamp"):
+        with pytest.raises(ValueError, match=key):
+            encode_item({k: v for k, v in BASE.items() if k != key}, MiB)
+
+
+def test_not_a_mapping() -> None:
+    with pytest.raises(TypeError, match="mapping"):
+        encode_item(["trace_id"], MiB)  # type: ignore[arg-type]
+
+
+def test_item_over_max_item_bytes() -> None:
+    with pytest.raises(ValueError, match="max_item_bytes"):
+        encode_item({**BASE, "input": {"prompt": "x" * 5000}}, 4096)
+
+
+def test_non_string_keys_are_written_as_strings() -> None:
+    doc = orjson.loads(encode_item({**BASE, "metadata": {1: "a", 2.5: "b"}}, MiB).body)
+    assert doc["metadata"] == {"1": "a", "2.5": "b"}

@@ -1,31 +1,60 @@
-"""One thread per store connection: every call runs there, in submission order (aiosqlite's model), and each
-call is a whole transaction, so cancelling the awaiting coroutine never leaves one half-done."""
+"""One thread per store connection (aiosqlite's model): every call runs there, in submission order, and each call
+is a whole transaction. A submitted call always runs to the end: cancelling the coroutine that awaits it (a
+timeout, a loop shutting down) never loses or half-does it."""
 
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from concurrent.futures import Future
+from typing import Any, ParamSpec, TypeVar
 
 __all__ = ["DbThread"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
+_Call = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
 
 class DbThread:
+    """A daemon thread of our own rather than a `ThreadPoolExecutor`: executors refuse new work once interpreter
+    shutdown begins, which would stop `atexit` handlers from committing and closing."""
+
     def __init__(self, name: str = "spool-db") -> None:
-        self._ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            fut, fn, args, kwargs = call
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(*args, **kwargs))
+            except BaseException as exc:
+                fut.set_exception(exc)
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        """Queue `fn` now (order is fixed at this call, not at the await)."""
-        return self._ex.submit(fn, *args, **kwargs)
+        """Queue `fn` now: the order of calls is fixed here, not at the await. Raises `RuntimeError` after close."""
+        if self._closed:
+            raise RuntimeError("the spool's database thread is closed")
+        fut: Future[T] = Future()
+        self._calls.put((fut, fn, args, kwargs))
+        return fut
 
     async def __call__(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn` on the store's thread and await its result from whatever loop is running."""
-        return await asyncio.wrap_future(self._ex.submit(fn, *args, **kwargs))
+        return await asyncio.shield(asyncio.wrap_future(self.submit(fn, *args, **kwargs)))
 
     def close(self) -> None:
-        """Finish queued calls, then stop the thread."""
-        self._ex.shutdown(wait=True)
+        """Finish queued calls, then stop the thread. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._calls.put(None)
+        if self._thread is not threading.current_thread():
+            self._thread.join()

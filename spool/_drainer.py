@@ -3,6 +3,10 @@
 Outcomes per batch: delivered -> rows deleted (the versions sent); transient -> retried with backoff, then the rows
 cool down (kept); rejected -> the batch is split until the bad item stands alone, which goes to the dead table;
 credentials -> draining pauses (rows kept, no attempt counted). Every failed attempt sets `last_error`.
+
+Leases: a claimed batch is leased for `lease_seconds`; before every request the drainer makes sure at least
+`request_timeout` of the lease is left (renewing it when not), and every request is cut off at `request_timeout`,
+so no other drainer can claim rows while a request carrying them may still be on the wire.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ._config import SpoolConfig
 from ._dbthread import DbThread
@@ -29,6 +34,19 @@ __all__ = ["Drainer"]
 log = logging.getLogger("spool")
 
 
+@dataclass(slots=True)
+class _Lease:
+    """The rows of one claim still leased to us, and when that lease ends (`time.time()`; an estimate taken before
+    the store set it, so never later than the stored `lease_until`)."""
+
+    held: set[int]
+    until: float
+
+
+def _request_bytes(rows: Sequence[Claimed]) -> int:
+    return sum(len(r.body) + 1 for r in rows) + 11  # {"items":[...]}
+
+
 class Drainer:
     """Delivers one store's rows through one sink. Bound to one event loop at a time (`bind`)."""
 
@@ -39,6 +57,8 @@ class Drainer:
         self.last_error: str | None = None
         self._failed_rounds = 0
         self._paused_until = 0.0  # monotonic
+        self._not_before = 0.0  # monotonic: the server's last Retry-After, honoured even by a forced drain
+        self._too_large: int | None = None  # smallest request (bytes) refused with 413: bigger batches are pre-split
         self._wake: asyncio.Event | None = None
         self._slots: asyncio.Semaphore | None = None  # batches on the wire, shared by every caller of drain()
         self._task: asyncio.Task[None] | None = None
@@ -93,22 +113,34 @@ class Drainer:
         return time.monotonic() < self._paused_until
 
     async def drain(self, *, force: bool, batch_size: int | None = None) -> None:
-        """Deliver until nothing is claimable or a round fails. `force` ignores pauses and cool-downs."""
+        """Deliver until nothing is claimable or a round fails. `force` ignores pauses and cool-downs (ours), but
+        not the server's: it first waits out a `Retry-After` still running."""
         if force:
             self._paused_until = 0.0
+            wait = self._not_before - time.monotonic()
+            if wait > 0:
+                await self._sleep(wait)
+                self._not_before = 0.0
         elif self.paused:
             return
         n = batch_size or self._config.batch_size
         async with asyncio.TaskGroup() as tg:  # unlike gather, waits for cancelled workers to give their rows back
             for _ in range(self._config.max_inflight):
                 tg.create_task(self._worker(force, n))
+        while await self._db(self._store.reclaim):  # give freed space back in short steps (producers interleave)
+            pass
 
     async def _worker(self, force: bool, batch_size: int) -> None:
         assert self._slots is not None
+        prepare = getattr(self._sink, "prepare", None)  # optional: set-up that must not eat into a lease
         while force or not self.paused:
+            if prepare is not None:
+                with contextlib.suppress(Exception):  # a failing set-up surfaces in send(), as a delivery error
+                    await prepare()
             async with self._slots:
+                lease_until = time.time() + self._config.lease_seconds  # taken before the claim: never later
                 rows = await self._claim(batch_size, force)
-                if not rows or not await self._deliver_claim(rows):
+                if not rows or not await self._deliver_claim(rows, _Lease({r.seq for r in rows}, lease_until)):
                     return
 
     async def _claim(self, batch_size: int, force: bool) -> list[Claimed]:
@@ -121,18 +153,19 @@ class Drainer:
             raise
 
     def _release_abandoned(self, fut: concurrent.futures.Future[list[Claimed]]) -> None:
+        # Runs on the DB thread, or on the caller's when the claim had already finished: queue the release on the
+        # DB thread either way (the connection must not be used from two threads at once).
         if not fut.cancelled() and fut.exception() is None and (rows := fut.result()):
-            self._store.release(self.owner, [r.seq for r in rows])  # runs on the DB thread
+            with contextlib.suppress(RuntimeError):  # the DB thread is shut down: the lease runs out by itself
+                self._db.submit(self._store.release, self.owner, [r.seq for r in rows])
 
-    async def _deliver_claim(self, rows: Sequence[Claimed]) -> bool:
+    async def _deliver_claim(self, rows: Sequence[Claimed], lease: _Lease) -> bool:
         """Deliver one claimed batch (splitting rejections); False if the round failed and the rows were kept."""
         seqs = [r.seq for r in rows]
         try:
-            await self._deliver(rows)
+            await self._deliver(rows, lease)
         except TransientError as exc:
-            self._failed_rounds += 1
-            pause = cooldown(self._failed_rounds, self._config, exc.retry_after)
-            self._paused_until = time.monotonic() + pause
+            pause = self._pause(exc.retry_after)
             self.counters["cooldowns"] += 1
             await self._db(self._store.release, self.owner, seqs, time.time() + pause)
             self._log_once(
@@ -140,67 +173,135 @@ class Drainer:
             )
             return False
         except CredentialsError as exc:
-            self._failed_rounds += 1
-            pause = cooldown(self._failed_rounds, self._config)
-            self._paused_until = time.monotonic() + pause
+            pause = self._pause(None)
             await self._db(self._store.release, self.owner, seqs)
-            self._log_once("credentials", f"spool: credentials refused ({exc}); draining paused, spans kept")
+            self._log_once("credentials", f"spool: credentials refused ({exc}); spans kept, probing in {pause:.0f}s")
             return False
         except BaseException:
             self._db.submit(self._store.release, self.owner, seqs)  # cancelled mid-send: give the rows back now
             raise
-        if self._failed_rounds or self.last_error is not None:
+        if self._failed_rounds:
             self._failed_rounds = 0
             self._logged.clear()
-            self.last_error = None
-            await self._db(self._store.set_error, None)
         return True
 
-    async def _deliver(self, rows: Sequence[Claimed]) -> None:
-        try:
-            await self._send(rows)
-        except RejectedError as exc:
-            self.counters["rejected_requests"] += 1
-            if len(rows) == 1:
-                if await self._db(self._store.to_dead, self.owner, rows[0], exc.status, exc.detail):
-                    self.counters["dead"] += 1
-                    log.warning("spool: span rejected (%s), moved to dead letters", exc)
-                return
-            mid = len(rows) // 2
-            await self._deliver(rows[:mid])
-            await self._deliver(rows[mid:])
-            return
-        delivered = await self._db(self._store.complete, self.owner, rows)
-        self.counters["delivered"] += delivered
+    def _pause(self, retry_after: float | None) -> float:
+        """Pause draining after a failed round: doubling from `backoff_max` up to `cooldown_max` with each round
+        that fails in a row (batches failing side by side count once), never shorter than a `Retry-After`."""
+        now = time.monotonic()
+        if now >= self._paused_until:
+            self._failed_rounds += 1
+        pause = cooldown(self._failed_rounds, self._config, retry_after)
+        self._paused_until = max(self._paused_until, now + pause)
+        self.kick()  # the background loop may be waiting `flush_interval`: let it wait for the pause instead
+        return pause
 
-    async def _send(self, rows: Sequence[Claimed]) -> None:
-        """One batch, with tenacity's attempts for transient failures. Every failure is recorded."""
+    async def _deliver(self, rows: Sequence[Claimed], lease: _Lease, *, known_bad: bool = False) -> bool:
+        """Deliver `rows`; when the sink rejects them, split them until each rejected item stands alone, and move
+        those to the dead table. True when the sink took all of `rows` in one request.
+
+        `known_bad`: a rejection is certain (the parent batch was rejected for its content and the other half went
+        through whole), so a batch of several is split without being sent whole first. A batch at least as big as
+        one already refused with 413 is split without being sent too.
+        """
+        if len(rows) > 1 and (known_bad or (self._too_large is not None and _request_bytes(rows) >= self._too_large)):
+            await self._split(rows, lease, inferable=known_bad)
+            return False
+        sent, rejected = await self._send(rows, lease)
+        if not sent:
+            return False  # every row went to another drainer meanwhile
+        if rejected is None:
+            delivered = await self._db(self._store.complete, self.owner, sent)  # (not `+= await`: it loses updates)
+            self.counters["delivered"] += delivered
+            self.last_error = None
+            return True
+        self.counters["rejected_requests"] += 1
+        if rejected.status == 413:
+            size = _request_bytes(sent)
+            self._too_large = size if self._too_large is None else min(self._too_large, size)
+        if len(sent) == 1:
+            if await self._db(self._store.to_dead, self.owner, sent[0], rejected.status, rejected.detail):
+                self.counters["dead"] += 1
+                log.warning("spool: span rejected (%s), moved to dead letters", rejected)
+            return False
+        await self._split(sent, lease, inferable=rejected.status != 413)  # 413 is about size, not one item
+        return False
+
+    async def _split(self, rows: Sequence[Claimed], lease: _Lease, *, inferable: bool) -> None:
+        """Deliver the halves of a batch that cannot go whole. `inferable`: the batch as a whole is known to hold a
+        rejected item, so when the first half goes through, the second half is split right away."""
+        mid = len(rows) // 2
+        first_whole = await self._deliver(rows[:mid], lease)
+        await self._deliver(rows[mid:], lease, known_bad=inferable and first_whole)
+
+    async def _send(self, rows: Sequence[Claimed], lease: _Lease) -> tuple[Sequence[Claimed], RejectedError | None]:
+        """One batch, with tenacity's attempts for transient failures; every failure is recorded. Returns the rows
+        sent (those still leased to us) and the rejection, if the sink rejected them. Raises `TransientError` when
+        the attempts ran out and `CredentialsError` at once."""
         cfg = self._config
-        bodies = [r.body for r in rows]
         async for attempt in retrying(cfg, self._sleep):
             with attempt:
+                rows = await self._hold(rows, lease)
+                if not rows:
+                    break
                 try:
-                    try:
-                        await self._sink.send(bodies, timeout=cfg.request_timeout)
-                    except DeliveryError:
-                        raise
-                    except Exception as exc:  # a sink bug is not a reason to lose or drop spans
-                        raise TransientError(f"sink raised {type(exc).__name__}: {exc}") from exc
+                    await self._post(rows)
+                except RejectedError as exc:
+                    await self._failed(exc, rows)
+                    return rows, exc
                 except DeliveryError as exc:
                     await self._failed(exc, rows)
                     raise
                 self.counters["requests"] += 1
+        return rows, None
+
+    async def _hold(self, rows: Sequence[Claimed], lease: _Lease) -> Sequence[Claimed]:
+        """Make sure the lease outlives the next request: renew it when less than `request_timeout` (plus a margin)
+        is left. Rows whose lease ran out and went to another drainer are dropped from the batch."""
+        cfg = self._config
+        margin = min(1.0, (cfg.lease_seconds - cfg.request_timeout) / 2)
+        if lease.until - time.time() < cfg.request_timeout + margin:
+            until = time.time() + cfg.lease_seconds
+            lease.held = await self._db(self._store.renew, self.owner, sorted(lease.held), cfg.lease_seconds)
+            lease.until = until
+            self.counters["lease_renewals"] += 1
+        if all(r.seq in lease.held for r in rows):
+            return rows
+        return [r for r in rows if r.seq in lease.held]
+
+    async def _post(self, rows: Sequence[Claimed]) -> None:
+        """One request, cut off at `request_timeout` whatever the sink does (the lease is sized on that)."""
+        timeout = self._config.request_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await self._sink.send([r.body for r in rows], timeout=timeout)
+        except DeliveryError:
+            raise
+        except TimeoutError as exc:
+            raise TransientError(f"no answer within request_timeout ({timeout:g}s)") from exc
+        except Exception as exc:  # a sink bug is not a reason to lose or drop spans
+            raise TransientError(f"sink raised {type(exc).__name__}: {exc}") from exc
 
     async def _failed(self, exc: DeliveryError, rows: Sequence[Claimed]) -> None:
-        self.last_error = str(exc)
+        """Record a failed request: `last_error` (here and in the file, for every process's `stats`), a counted
+        attempt on each row (transient failures only), and the server's `Retry-After`."""
+        text = str(exc)
+        if isinstance(exc, CredentialsError):
+            text = f"credentials refused: {exc} (draining paused, spans kept)"
+        self.last_error = text
         self.counters["failed_requests"] += 1
+        if isinstance(exc, CredentialsError):
+            self.counters["credentials_refused"] += 1
         if isinstance(exc, TransientError):
+            self.counters["retried"] += 1  # retried with backoff, or after a cooldown once attempts run out
+            if exc.retry_after:
+                self._not_before = max(self._not_before, time.monotonic() + exc.retry_after)
             # Count the attempt and keep the lease through the backoff sleep and the next request.
             cfg = self._config
             await self._db(
                 self._store.attempt_failed, self.owner, [r.seq for r in rows], cfg.lease_seconds + cfg.backoff_max
             )
-        await self._db(self._store.set_error, self.last_error)
+        await self._db(self._store.set_error, text)
 
     def _log_once(self, kind: str, message: str) -> None:
         if kind not in self._logged:

@@ -15,6 +15,9 @@ _OPTS = orjson.OPT_NAIVE_UTC
 _OPTS_ANY_KEYS = _OPTS | orjson.OPT_NON_STR_KEYS  # slower: only for items that need it
 _ID_KEYS = ("trace_id", "id", "parent_id")
 _MAX_ID_LEN = 256
+_dumps = orjson.dumps
+_fromisoformat = datetime.fromisoformat
+_tuple_new = tuple.__new__
 
 
 class Encoded(NamedTuple):
@@ -41,6 +44,13 @@ def _check_id(key: str, value: object) -> None:
         raise ValueError(f"item[{key!r}] is {len(value)} characters; at most {_MAX_ID_LEN} are allowed")
     if "\x00" in value:
         raise ValueError(f"item[{key!r}] contains a NUL character")
+    if not value.isascii():  # the server counts UTF-8 bytes and refuses what is not UTF-8
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ValueError(f"item[{key!r}] is not valid UTF-8 (lone surrogate)") from None
+        if size > _MAX_ID_LEN:
+            raise ValueError(f"item[{key!r}] is {size} UTF-8 bytes; at most {_MAX_ID_LEN} are allowed")
 
 
 def _timestamp(key: str, value: object) -> datetime:
@@ -48,6 +58,8 @@ def _timestamp(key: str, value: object) -> datetime:
         return value
     if type(value) is str:
         try:
+            if not (value.isascii() and value.isprintable()):  # fromisoformat takes any separator, NUL included
+                raise ValueError
             return datetime.fromisoformat(value)
         except ValueError:
             raise ValueError(f"item[{key!r}]={value[:64]!r} is not an ISO 8601 timestamp") from None
@@ -93,6 +105,63 @@ def _unserializable(v: object) -> bool:
     return False
 
 
+def _fast_ts(value: object) -> datetime | None:
+    """A timestamp `_fast` takes as is: an ASCII string `fromisoformat` parses, or a datetime naive or in UTC."""
+    if type(value) is str:
+        if not (value.isascii() and value.isprintable()):
+            return None
+        try:
+            return _fromisoformat(value)
+        except ValueError:
+            return None
+    if type(value) is datetime and (value.tzinfo is None or value.tzinfo is UTC):
+        return value
+    return None
+
+
+def _fast(item: dict[str, Any], max_item_bytes: int, default: Callable[[Any], Any] | None) -> Encoded | None:
+    """`encode_item`'s common case, checked inline (the put hot path): a plain dict with an `id`, ASCII ids,
+    no `group_id`, timestamps `_fast_ts` takes. Returns exactly what the checked path returns for such an item, or
+    None for anything else, valid or not, so that every error is raised (and worded) by the checked path."""
+    get = item.get
+    trace_id, span_id, parent_id = get("trace_id"), get("id"), get("parent_id")
+    if not (
+        type(trace_id) is str
+        and type(span_id) is str
+        and type(get("name")) is str
+        and 0 < len(trace_id) <= _MAX_ID_LEN
+        and 0 < len(span_id) <= _MAX_ID_LEN
+        and trace_id.isascii()
+        and span_id.isascii()
+        and "\x00" not in trace_id
+        and "\x00" not in span_id
+        and (
+            parent_id is None
+            or (
+                type(parent_id) is str
+                and 0 < len(parent_id) <= _MAX_ID_LEN
+                and parent_id.isascii()
+                and "\x00" not in parent_id
+            )
+        )
+        and get("group_id") is None
+        and (start := _fast_ts(get("start_timestamp"))) is not None
+    ):
+        return None
+    end = get("end_timestamp")
+    if end is not None:
+        end_ts = _fast_ts(end)
+        if end_ts is None or (end_ts.tzinfo is None) is not (start.tzinfo is None) or end_ts < start:
+            return None
+    try:
+        body = _dumps(item, default=default, option=_OPTS)
+    except TypeError:
+        return None
+    if len(body) > max_item_bytes:
+        return None
+    return _tuple_new(Encoded, (trace_id, span_id, end is not None, body))
+
+
 def encode_item(
     item: Mapping[str, Any],
     max_item_bytes: int,
@@ -103,10 +172,16 @@ def encode_item(
     Assigns a uuid4 `id` when missing. `datetime` timestamps are written as ISO 8601 with an offset (naive means
     UTC). Raises `ValueError` for a missing or ill-typed required key, an id the server would refuse, an end before
     its start, or an item over `max_item_bytes`; `TypeError` for a value JSON cannot hold (unless `default` maps it).
-    Each message names the key.
+    Each message names the key. Non-string keys are written as JSON strings (ValueError if two become equal); NaN and
+    infinities, which JSON cannot hold, are written as null.
     """
-    if type(item) is not dict and not isinstance(item, Mapping):
-        raise TypeError(f"item must be a mapping (an SGP span dict), got {type(item).__name__}")
+    if type(item) is dict and (fast := _fast(item, max_item_bytes, default)) is not None:
+        return fast
+    if type(item) is not dict:
+        if not isinstance(item, Mapping):
+            raise TypeError(f"item must be a mapping (an SGP span dict), got {type(item).__name__}")
+        if not isinstance(item, dict):
+            item = dict(item)
     trace_id = item.get("trace_id")
     _check_id("trace_id", trace_id)
     name = item.get("name")
@@ -121,10 +196,22 @@ def encode_item(
         raise ValueError("item is missing required key 'start_timestamp'")
     start_ts = _timestamp("start_timestamp", start)
     end = item.get("end_timestamp")
-    if end is not None and _utc(_timestamp("end_timestamp", end)) < _utc(start_ts):
-        raise ValueError("item['end_timestamp'] is before item['start_timestamp']")
+    if end is not None:
+        end_ts = _timestamp("end_timestamp", end)
+        try:
+            before = _utc(end_ts) < _utc(start_ts)
+        except (TypeError, OverflowError):  # a tzinfo without an offset, or beyond datetime's range in UTC
+            raise ValueError("item['end_timestamp'] cannot be compared with item['start_timestamp']") from None
+        if before:
+            raise ValueError("item['end_timestamp'] is before item['start_timestamp']")
+        if end_ts is end and _odd_offset(end_ts):
+            item = {**item, "end_timestamp": _in_utc("end_timestamp", end_ts)}
+    if start_ts is start and _odd_offset(start_ts):
+        item = {**item, "start_timestamp": _in_utc("start_timestamp", start_ts)}
     if (parent_id := item.get("parent_id")) is not None:
         _check_id("parent_id", parent_id)
+    if (group_id := item.get("group_id")) is not None:
+        _check_id("group_id", group_id)
     span_id = item.get("id")
     if span_id is None:
         span_id = new_span_id()
@@ -140,9 +227,39 @@ def encode_item(
             body = orjson.dumps(item, default=default, option=_OPTS_ANY_KEYS)
         except TypeError as exc2:
             raise _explain(item, exc2) from None
+        if (where := _merged_keys(item, orjson.loads(body))) is not None:
+            raise ValueError(f"{where} has keys that are equal as JSON strings (e.g. 1 and '1')") from None
     if len(body) > max_item_bytes:
         raise ValueError(f"item is {len(body)} bytes encoded; max_item_bytes is {max_item_bytes}")
     return Encoded(trace_id, span_id, end is not None, body)  # type: ignore[arg-type]
+
+
+def _odd_offset(ts: datetime) -> bool:
+    """A UTC offset with seconds (historic zones): orjson would write it cut to minutes, moving the instant."""
+    off = ts.utcoffset()
+    return off is not None and bool(off.seconds % 60 or off.microseconds)
+
+
+def _in_utc(key: str, ts: datetime) -> datetime:
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"item[{key!r}] is out of range in UTC") from None
+
+
+def _merged_keys(value: object, decoded: object, path: str = "item") -> str | None:
+    """The path of the first mapping whose keys collided when written as JSON strings (`decoded` has fewer)."""
+    if isinstance(value, Mapping):
+        if not isinstance(decoded, dict) or len(decoded) != len(value):
+            return path
+        for (k, v), d in zip(value.items(), decoded.values(), strict=False):
+            if (p := _merged_keys(v, d, f"{path}[{k!r}]")) is not None:
+                return p
+    elif isinstance(value, list | tuple) and isinstance(decoded, list):
+        for i, (v, d) in enumerate(zip(value, decoded, strict=False)):
+            if (p := _merged_keys(v, d, f"{path}[{i}]")) is not None:
+                return p
+    return None
 
 
 def _explain(item: Mapping[str, Any], exc: TypeError) -> ValueError | TypeError:

@@ -21,7 +21,11 @@ import orjson
 from ._errors import CredentialsError, DeliveryError, RejectedError, SpoolConfigError, TransientError
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx
+
+    from ._http import Endpoint
 
 __all__ = ["SGPSink", "Sink", "classify_response", "join_items"]
 
@@ -94,8 +98,9 @@ class SGPSink:
     Credentials and base URL come from the arguments, else the SDK's environment (`SGP_API_KEY`, `SGP_ACCOUNT_ID`,
     `SGP_CLIENT_BASE_URL`); the constructor raises `SpoolConfigError` when the key or account is missing. The SDK
     (imported off the event loop on first send) supplies the default base URL and headers; requests go through one
-    keep-alive `httpx.AsyncClient` per event loop, re-created when the loop changes. The SDK's own retries are not
-    used: the drainer's retry policy is the only one.
+    keep-alive client per event loop, re-created when the loop changes: `spool._http.Endpoint` (a lean HTTP/1.1
+    client, ~15x less CPU per request than httpx) for direct connections, `httpx.AsyncClient` when the environment
+    sets a proxy for the URL. The SDK's own retries are not used: the drainer's retry policy is the only one.
     """
 
     def __init__(self, api_key: str | None = None, account_id: str | None = None, base_url: str | None = None) -> None:
@@ -109,7 +114,9 @@ class SGPSink:
             )
         self._url: str | None = None
         self._headers: dict[str, str] = {}
-        self._client: httpx.AsyncClient | None = None
+        self._direct = True  # no proxy applies: requests go through `_http.Endpoint` (httpx costs ~15x the CPU)
+        self._ssl: ssl.SSLContext | None = None
+        self._client: httpx.AsyncClient | Endpoint | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         # The SDK import takes about a second: start it now, off the caller's thread, so the first send is quick.
         self._configured = threading.Thread(target=self._try_configure, name="spool-sgp-config", daemon=True)
@@ -129,7 +136,13 @@ class SGPSink:
             headers["Content-Type"] = "application/json"
             headers.pop("X-Stainless-Async", None)
             self._headers = headers
-            self._url = str(sdk.base_url).rstrip("/") + "/v5/spans/batch"
+            url = str(sdk.base_url).rstrip("/") + "/v5/spans/batch"
+            self._direct = not _proxied(url)
+            if self._direct and url.startswith("https:"):
+                import httpx
+
+                self._ssl = httpx.create_ssl_context()  # httpx's CA bundle and SSL_CERT_* handling, made once
+            self._url = url
         finally:
             sdk.close()
 
@@ -137,7 +150,7 @@ class SGPSink:
         with contextlib.suppress(Exception):  # retried on first send, where the error surfaces
             self._configure()
 
-    async def _client_for_loop(self) -> httpx.AsyncClient:
+    async def _client_for_loop(self) -> httpx.AsyncClient | Endpoint:
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
             if self._configured.is_alive():
@@ -147,19 +160,32 @@ class SGPSink:
             if self._client is None or self._client_loop is not loop:  # re-check: a concurrent send may have won
                 import httpx
 
+                from ._http import Endpoint
+
                 old, old_loop = self._client, self._client_loop
-                self._client = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=16))
+                if self._direct and self._url is not None:
+                    self._client = Endpoint(self._url, self._headers, ssl_context=self._ssl)
+                else:
+                    self._client = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=16))
                 self._client_loop = loop
                 if old is not None and old_loop is not None:
                     await _close_elsewhere(old, old_loop)
         assert self._client is not None
         return self._client
 
+    async def prepare(self) -> None:
+        """Finish set-up (SDK configuration, a client for this loop) before a batch is leased, so a request's
+        timeout and lease cover the request only. Raises what `send` would raise for a bad configuration."""
+        await self._client_for_loop()
+
     async def send(self, items: Sequence[bytes], *, timeout: float) -> None:
         import httpx
 
         client = await self._client_for_loop()
         assert self._url is not None
+        if not isinstance(client, httpx.AsyncClient):
+            await _send_direct(client, join_items(items), timeout)
+            return
         try:
             resp = await client.put(self._url, content=join_items(items), headers=self._headers, timeout=timeout)
         except httpx.TimeoutException as exc:
@@ -181,7 +207,33 @@ class SGPSink:
             await _close_elsewhere(client, loop)
 
 
-async def _close_elsewhere(client: httpx.AsyncClient, loop: asyncio.AbstractEventLoop) -> None:
+async def _send_direct(endpoint: Endpoint, body: bytes, timeout: float) -> None:
+    from ._http import HttpProtocolError
+
+    try:
+        resp = await endpoint.request("PUT", body, timeout=timeout)
+    except TimeoutError as exc:
+        raise TransientError(f"timed out after {timeout:g}s") from exc
+    except (OSError, EOFError, asyncio.LimitOverrunError, HttpProtocolError) as exc:  # IncompleteRead: EOFError
+        raise TransientError(f"connection failed: {type(exc).__name__}: {exc}") from exc
+    err = classify_response(resp.status, resp.body, resp.headers.get("retry-after"))
+    if err is not None:
+        raise err
+
+
+def _proxied(url: str) -> bool:
+    """Whether the environment routes `url` through a proxy (httpx honours HTTP(S)_PROXY / ALL_PROXY / NO_PROXY)."""
+    import urllib.parse
+    import urllib.request
+
+    proxies = urllib.request.getproxies_environment()
+    parts = urllib.parse.urlsplit(url)
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
+
+
+async def _close_elsewhere(client: httpx.AsyncClient | Endpoint, loop: asyncio.AbstractEventLoop) -> None:
     """Close a client that belongs to another loop, on that loop while it runs (a dead loop's cannot be awaited)."""
     if loop.is_running() and not loop.is_closed():
         await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(client.aclose(), loop))

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import operator
 import os
 import sqlite3
 import threading
+import time
 import warnings
 from asyncio import _get_running_loop
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -19,15 +22,22 @@ from ._config import SpoolConfig, default_path
 from ._dbthread import DbThread
 from ._drainer import Drainer
 from ._errors import SpoolClosedError
+from ._heal import open_store_healing
 from ._items import Encoded, encode_item
 from ._retry import Sleep
 from ._sink import Sink
 from ._stats import SpoolStats
-from ._store import Store
+from ._store import Store, is_busy, split_rows
+from ._trim import Trimmer
 
-__all__ = ["Spool"]
+__all__ = ["DROP_REASONS", "Spool"]
+
+DROP_REASONS = ("overflow", "disk_error")
+"""Why a span can be dropped (`Spool.metrics()` has `dropped_<reason>` for each, always present)."""
 
 log = logging.getLogger("spool")
+_tuple_new = tuple.__new__
+_body_of = operator.itemgetter(3)
 
 
 class Spool:
@@ -52,7 +62,7 @@ class Spool:
     ) -> None:
         self.config = config or SpoolConfig()
         self.path = Path(path) if path is not None else default_path()
-        self._store = Store(self.path, self.config)
+        self._store: Store = open_store_healing(self.path, self.config)[0]
         self._db = DbThread()
         self._sink = sink
         self._drainer = Drainer(self._store, self._db, sink, self.config, sleep=sleep) if sink is not None else None
@@ -68,6 +78,10 @@ class Spool:
         self._since_kick = 0
         self._write_error: str | None = None
         self._dropped_unsaved = 0
+        self._dropped: collections.Counter[str] = collections.Counter()  # spans dropped here, by reason
+        self._drops_logged_at = -60.0  # monotonic time of the last "dropped" log line
+        self._drops_unlogged = 0
+        self._trim = Trimmer()
 
     # -- the hot path -----------------------------------------------------------------------------------------
 
@@ -79,8 +93,10 @@ class Spool:
         if self._closed:
             raise SpoolClosedError(f"spool {self.path} is closed")
         enc = encode_item(item, self._max_item_bytes)
+        if len(self._pending) > 512:  # a burst (or a stalled disk): keep bodies at their size, not orjson's 4+ KiB
+            enc = _tuple_new(Encoded, (enc[0], enc[1], enc[2], b"".join((enc[3], b""))))  # (_replace: ~2 µs more)
         running = _get_running_loop()
-        if running is not None and running is not self._loop:
+        if running is not None and running is not self._loop and not self._owner_alive():
             self._bind(running)
         with self._lock:
             self._pending.append(enc)
@@ -88,6 +104,10 @@ class Spool:
                 return
             self._signaled = True
         self._signal()
+
+    def _owner_alive(self) -> bool:
+        """The bound loop still runs (in another thread): puts from elsewhere signal it rather than take over."""
+        return self._loop is not None and self._loop.is_running() and not self._loop.is_closed()
 
     def _signal(self) -> None:
         loop, wake = self._loop, self._wake
@@ -121,39 +141,97 @@ class Spool:
 
     async def _writer(self, wake: asyncio.Event) -> None:
         linger = self.config.commit_interval
-        while True:
-            await wake.wait()
-            if linger:
-                await asyncio.sleep(linger)
-            wake.clear()
+        try:
+            while True:
+                await wake.wait()
+                if linger:
+                    await asyncio.sleep(linger)
+                wake.clear()
+                await self._commit_pending()
+        except asyncio.CancelledError:
+            # The loop is ending (asyncio.run returning) or the spool is closing: commit what is queued, and close
+            # this loop's connections, which must not outlive it.
             await self._commit_pending()
+            if self._sink is not None:
+                await self._sink.aclose()
+            raise
 
     async def _commit_pending(self) -> None:
         with self._lock:
             batch, self._pending = self._pending, []
             self._signaled = False
         # Submitted before any await: the DB thread runs commits in the order they were taken from the list.
-        await asyncio.wrap_future(self._db.submit(self._write, batch))
+        await self._db(self._write, batch)
         self._since_kick += len(batch)
+        del batch  # freed before a trim
+        if self._trim.due(idle=not self._pending):
+            self._db.submit(self._trim.trim)
         if self._drainer is not None and self._since_kick >= self.config.flush_trigger:
             self._since_kick = 0
             self._drainer.kick()
 
     def _write(self, batch: list[Encoded]) -> None:
-        """On the DB thread: commit `batch`. A failing disk drops the batch (counted, reported), never raises."""
+        """On the DB thread: commit `batch`, in transactions of at most the WAL's checkpoint size. Never raises.
+
+        Spans the disk cap refuses or evicts, and the spans of a commit a failing disk (full, I/O error, read-only)
+        did not take, are dropped: counted in `dropped_total` (drops the disk refused are kept in memory and
+        recorded by the next commit that succeeds), logged at most once a minute; a disk failure also sets
+        `last_error` until a commit succeeds. A lock held by another process is waited out, never a drop.
+        """
         if not batch and not self._dropped_unsaved:
             return
-        try:
-            if batch:
-                self._store.append(batch)
-            if self._dropped_unsaved:
-                self._store.add_dropped(self._dropped_unsaved)
-                self._dropped_unsaved = 0
+        error: sqlite3.Error | None = None
+        lost = 0
+        for chunk in split_rows(batch, self._store.chunk_bytes) or [batch]:
+            if error is None:
+                try:
+                    refused = self._append(chunk)
+                except sqlite3.Error as exc:
+                    error = exc
+                else:
+                    if refused:
+                        self._dropped["overflow"] += refused
+                        cfg = self.config
+                        self._note_drops(refused, f"disk cap max_bytes={cfg.max_bytes} reached, {cfg.overflow}")
+                    continue
+            lost += len(chunk)
+        if error is None:
             self._write_error = None
-        except sqlite3.Error as exc:
-            self._dropped_unsaved += len(batch)
-            self._write_error = f"commit failed, {len(batch)} spans dropped: {exc}"
-            log.error("spool: %s", self._write_error)
+            self._trim.committed(sum(map(len, map(_body_of, batch))))
+            return
+        self._dropped_unsaved += lost
+        self._dropped["disk_error"] += lost
+        self._write_error = f"commit failed, {lost} spans dropped: {type(error).__name__}: {error}"
+        self._note_drops(lost, self._write_error, logging.ERROR)
+
+    def _append(self, rows: Sequence[Encoded]) -> int:
+        """`Store.append`, retried while another connection holds the lock; records the unsaved drop count."""
+        delay = 0.01
+        while True:
+            try:
+                refused = self._store.append(rows, dropped=self._dropped_unsaved)
+            except sqlite3.Error as exc:
+                if not is_busy(exc):
+                    raise
+                if delay == 0.01:
+                    log.warning("spool: %s is locked by another connection (%s); retrying the commit", self.path, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            self._dropped_unsaved = 0
+            return refused
+
+    def _file_stats(self) -> SpoolStats:
+        """On the DB thread, so the unsaved drop count is read in step with the commits that save it."""
+        return self._store.stats(self._dropped_unsaved)
+
+    def _note_drops(self, n: int, why: str, level: int = logging.WARNING) -> None:
+        """Log dropped spans at most once a minute, with the count since the previous line."""
+        self._drops_unlogged += n
+        now = time.monotonic()
+        if now - self._drops_logged_at >= 60.0:
+            log.log(level, "spool: %d spans dropped (%s); see dropped_total", self._drops_unlogged, why)
+            self._drops_logged_at, self._drops_unlogged = now, 0
 
     # -- async API --------------------------------------------------------------------------------------------
 
@@ -193,16 +271,48 @@ class Spool:
     async def stats(self) -> SpoolStats:
         """A snapshot of the file (totals persist across restarts), including other processes' rows."""
         self._bound()
-        st: SpoolStats = await self._db(self._store.stats, self._dropped_unsaved)
+        st: SpoolStats = await self._db(self._file_stats)
         if self._write_error is not None:
             from dataclasses import replace
 
             st = replace(st, last_error=self._write_error)
         return st
 
-    def metrics(self) -> dict[str, int]:
-        """This process's delivery counters since open (a plain dict for any metrics system)."""
-        return dict(self._drainer.counters) if self._drainer is not None else {}
+    def metrics(self, *, gauges: bool = True) -> dict[str, int | float | None]:
+        """A flat, plain dict for any metrics system (see also `spool._otel.instrument`).
+
+        Counters, this process since open: `delivered` (spans the sink took), `retried` (failed transient attempts:
+        timeouts, 408/429/5xx, connection errors), `rejected` (requests refused as invalid, 400/409/413/422, splits
+        of a rejected batch included), `dead_lettered` (spans moved to dead letters), `credentials_refused`
+        (401/403), `cooldowns` (batches that ran out of attempts, rows kept), `requests` (successful requests),
+        `dropped` (spans lost: never committed) and `dropped_<reason>` for each of `DROP_REASONS`.
+        Gauges (`gauges=True`): the file's `SpoolStats` numbers under their own names (`pending`, `inflight`,
+        `dead`, `oldest_age_s`, `db_bytes`, `delivered_total`, `dropped_total`), every process included.
+
+        Reading the gauges blocks the calling thread for one read of the file (milliseconds; tens on a 1M-row
+        backlog): call it from a metrics thread, or use `await stats()` on the event loop. After close, or with
+        `gauges=False`, only the counters. Never raises.
+        """
+        c = self._drainer.counters if self._drainer is not None else collections.Counter[str]()
+        out: dict[str, int | float | None] = {
+            "delivered": c["delivered"],
+            "retried": c["retried"],
+            "rejected": c["rejected_requests"],
+            "dead_lettered": c["dead"],
+            "credentials_refused": c["credentials_refused"],
+            "cooldowns": c["cooldowns"],
+            "requests": c["requests"],
+        }
+        dropped = {reason: self._dropped[reason] for reason in sorted({*DROP_REASONS, *self._dropped})}
+        out["dropped"] = sum(dropped.values())
+        out.update({f"dropped_{reason}": n for reason, n in dropped.items()})
+        if gauges and not self._closed:
+            try:
+                st = self._db.submit(self._file_stats).result()
+            except Exception:  # closed meanwhile, or the file is unreadable: counters only
+                return out
+            out.update({k: v for k, v in st.to_dict().items() if k != "last_error"})
+        return out
 
     async def aclose(self, timeout: float | None = None) -> None:
         """Stop accepting, commit, deliver for up to `timeout` (default `shutdown_timeout`), release leases, close.
@@ -227,7 +337,7 @@ class Spool:
             if self._sink is not None:
                 await self._sink.aclose()
         finally:
-            await asyncio.wrap_future(self._db.submit(self._store.close))
+            await self._db(self._store.close)
             self._db.close()
 
     async def __aenter__(self) -> Self:

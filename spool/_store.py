@@ -9,22 +9,37 @@ table), `dead_purge` and the overflow policy (counted in `dropped_total`).
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ._config import SpoolConfig
-from ._errors import SpoolCorruptError, SpoolSchemaError
+from ._errors import SpoolCorruptError, SpoolError, SpoolSchemaError
 from ._items import Encoded
 from ._stats import SpoolStats
 
-__all__ = ["SCHEMA_VERSION", "Claimed", "DeadLetter", "Store", "spool_files"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Claimed",
+    "DeadLetter",
+    "Store",
+    "is_busy",
+    "row_cost",
+    "split_rows",
+    "spool_files",
+    "wal_limit",
+]
 
 SCHEMA_VERSION = 1
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+"""`_MIGRATIONS[n]` turns a schema-`n` file into schema `n + 1`; `Store` runs the chain in one transaction."""
+TOP_TRACES_MAX_ROWS = 100_000
+"""Above this many pending rows, `Store.stats_detail` skips counting the top traces unless asked (time budget)."""
 _APP_ID = 0x5350_4F4C  # "SPOL": marks the file as a spool
 
 _SCHEMA = """
@@ -44,6 +59,7 @@ CREATE TABLE spans (
 );
 CREATE INDEX spans_leased ON spans (lease_until) WHERE lease_until > 0;
 CREATE INDEX spans_cooling ON spans (next_attempt_at) WHERE next_attempt_at > 0;
+CREATE INDEX spans_attempted ON spans (attempts) WHERE attempts > 0;
 CREATE TABLE dead (
     id INTEGER PRIMARY KEY,
     trace_id TEXT NOT NULL,
@@ -59,18 +75,84 @@ CREATE TABLE dead (
 CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
 """
 
+_ATTEMPTED_INDEX = "CREATE INDEX IF NOT EXISTS spans_attempted ON spans (attempts) WHERE attempts > 0"
+
 _UPSERT = """
 INSERT INTO spans (trace_id, span_id, is_end, body, enqueued_at) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (trace_id, span_id) DO UPDATE
     SET body = excluded.body, is_end = excluded.is_end, version = version + 1
-    WHERE excluded.is_end OR NOT spans.is_end
+    WHERE (excluded.is_end OR NOT spans.is_end) AND spans.body != excluded.body
 """
+# (identical bytes are not an update: a repeated put or re-import does not bump `version`, so a batch in flight
+# with those bytes is still deleted once delivered instead of being sent again)
 
 
 def spool_files(path: str | os.PathLike[str]) -> list[Path]:
     """The database file and its `-wal` / `-shm` companions."""
     p = Path(path)
     return [p, p.with_name(p.name + "-wal"), p.with_name(p.name + "-shm")]
+
+
+_KiB = 1024
+_MiB = 1024 * _KiB
+_SHM_RESERVE = 32 * _KiB  # the WAL index: 32 KiB per 4096 WAL frames, and our WAL stays far below that
+_RECLAIM_MIN = 4 * _MiB  # free pages kept for reuse before `reclaim` gives them back
+_CORRUPT_CODES = frozenset({sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT})
+
+
+def wal_limit(max_bytes: int) -> int:
+    """WAL bytes between checkpoints (and what the WAL file is truncated back to): 1/16 of the disk cap, 64 KiB
+    to 4 MiB (SQLite's default; more buys no throughput and keeps a drained spool from staying large)."""
+    return max(64 * _KiB, min(4 * _MiB, max_bytes // 16))
+
+
+def row_cost(row: Encoded) -> int:
+    """A generous estimate of the disk bytes one row takes (body, ids in the row and in the unique index, page
+    slack); measured ~1.46 KB for a 1,073-byte body, estimated 1.54 KB. Only used for the cap's arithmetic."""
+    return len(row.body) + (len(row.body) >> 3) + 4 * (len(row.trace_id) + len(row.span_id)) + 96
+
+
+_trace_of, _span_of, _body_of = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(3)
+
+
+def rows_cost(rows: Sequence[Encoded]) -> int:
+    """`sum(row_cost(r) for r in rows)`, without a Python call per row (it runs on every commit)."""
+    lens = list(map(len, map(_body_of, rows)))
+    ids = sum(map(len, map(_trace_of, rows))) + sum(map(len, map(_span_of, rows)))
+    return sum(lens) + sum([n >> 3 for n in lens]) + 4 * ids + 96 * len(rows)
+
+
+def split_rows(rows: Sequence[Encoded], max_bytes: int) -> list[Sequence[Encoded]]:
+    """`rows` cut into runs of at most `max_bytes` estimated (`row_cost`) bytes each (at least one row per run),
+    so that one commit never grows the WAL far beyond its checkpoint size."""
+    if rows_cost(rows) <= max_bytes:
+        return [rows] if rows else []
+    out: list[Sequence[Encoded]] = []
+    start, size = 0, 0
+    for i, r in enumerate(rows):
+        c = row_cost(r)
+        if size and size + c > max_bytes:
+            out.append(rows[start:i])
+            start, size = i, 0
+        size += c
+    if start < len(rows):
+        out.append(rows[start:])
+    return out
+
+
+def is_busy(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock. Retry; never a reason to drop data."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _file_size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +195,10 @@ class Store:
     """One connection to one spool file. Not thread-safe: use it from one thread at a time.
 
     `Store(path, config)` creates the file (mode 0600, directory 0700) or opens and migrates it. Raises
-    `SpoolSchemaError` for a file from a newer span-spool and `SpoolCorruptError` for one that is not a spool
-    (`create=False` raises `FileNotFoundError` when there is no file).
+    `SpoolSchemaError` for a file from a newer span-spool, `SpoolCorruptError` for one that is not a spool (or is
+    damaged where opening reads), `SpoolError` for one that cannot be opened (permissions, a directory, a lock held
+    past the busy timeout); `create=False` raises `FileNotFoundError` when there is no file. Never moves or deletes
+    a file: a `Spool` heals through `spool._heal.open_store_healing`.
     """
 
     def __init__(self, path: str | os.PathLike[str], config: SpoolConfig | None = None, *, create: bool = True) -> None:
@@ -125,12 +209,24 @@ class Store:
                 raise FileNotFoundError(str(self.path))
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        self._wal_path, self._shm_path = spool_files(self.path)[1:]
+        self._wal_limit = wal_limit(self.config.max_bytes)
+        self.chunk_bytes = self._wal_limit
+        """Estimated bytes per commit that keep the WAL near its checkpoint size (see `split_rows`)."""
+        self.mark_clean_on_close = False
+        """Set by the `Spool`'s opener: `close()` then records a clean close (the next open skips the check)."""
+        self._page_size = 4096
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot open {self.path}: {exc}") from exc
         try:
             self._setup()
         except sqlite3.DatabaseError as exc:
             self._db.close()
-            raise SpoolCorruptError(f"{self.path} is not a readable spool database: {exc}") from exc
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _CORRUPT_CODES:
+                raise SpoolCorruptError(f"{self.path} is not a readable spool database: {exc}") from exc
+            raise SpoolError(f"cannot open {self.path}: {exc}") from exc
         except BaseException:
             self._db.close()
             raise
@@ -140,33 +236,65 @@ class Store:
     def _setup(self) -> None:
         db, cfg = self._db, self.config
         db.execute("PRAGMA busy_timeout = 30000")
+        fresh = self._check_header()
+        if fresh:
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute(f"PRAGMA synchronous = {cfg.synchronous}")
+        # Keep the WAL inside the disk cap: checkpoint after `wal_limit` bytes, truncate the file back to that size.
+        self._page_size = page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        db.execute(f"PRAGMA wal_autocheckpoint = {max(16, self._wal_limit // page_size)}")
+        db.execute(f"PRAGMA journal_size_limit = {self._wal_limit}")
+        if fresh:
+            with self._tx():
+                if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:  # no other process was first
+                    for stmt in _SCHEMA.split(";"):
+                        if stmt.strip():
+                            db.execute(stmt)
+                    db.execute(f"PRAGMA application_id = {_APP_ID}")
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._check_header()
+        self._migrate()
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if missing := {"spans", "dead", "meta"} - tables:
+            raise SpoolCorruptError(f"{self.path} is not a complete spool database (no table {', '.join(missing)})")
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'spans_attempted'").fetchone() is None:
+            # Migration note: index added within schema 1 (for `spool stats` attempts buckets). Files made before it
+            # get it on first open (one scan of the table, ~1.5 s per 1M rows); older span-spools read them as is.
+            with self._tx():
+                db.execute(_ATTEMPTED_INDEX)
+
+    def _check_header(self) -> bool:
+        """True for an empty file. Raises `SpoolCorruptError` for a database that is not a spool and
+        `SpoolSchemaError` for one from a newer span-spool."""
+        db = self._db
         version = db.execute("PRAGMA user_version").fetchone()[0]
         app_id = db.execute("PRAGMA application_id").fetchone()[0]
-        fresh = version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
-        if not fresh and app_id != _APP_ID:
-            raise sqlite3.DatabaseError("not a span-spool database (application_id differs)")
+        if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+            return True
+        if app_id != _APP_ID:
+            raise SpoolCorruptError(f"{self.path} is not a span-spool database (application_id {app_id:#x})")
         if version > SCHEMA_VERSION:
             raise SpoolSchemaError(
                 f"{self.path} has schema version {version}, newer than this span-spool's {SCHEMA_VERSION}; "
                 "upgrade span-spool to read it (the file was left untouched)"
             )
-        if fresh:
-            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute(f"PRAGMA synchronous = {cfg.synchronous}")
-        # Keep the WAL well inside the disk cap: checkpoint after ~1/16 of it, truncate back to that size.
-        wal_limit = max(256 * 1024, min(64 * 1024 * 1024, cfg.max_bytes // 16))
-        page_size = db.execute("PRAGMA page_size").fetchone()[0]
-        db.execute(f"PRAGMA wal_autocheckpoint = {max(16, wal_limit // page_size)}")
-        db.execute(f"PRAGMA journal_size_limit = {wal_limit}")
-        if fresh:
-            with self._tx():
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        db.execute(stmt)
-                db.execute(f"PRAGMA application_id = {_APP_ID}")
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        # (older schema versions would be migrated here, in one transaction)
+        return False
+
+    def _migrate(self) -> None:
+        """Bring an older file to `SCHEMA_VERSION` in one transaction (all steps, or none on error)."""
+        db = self._db
+        if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        with self._tx():
+            version = db.execute("PRAGMA user_version").fetchone()[0]  # again under the lock: maybe done meanwhile
+            while version < SCHEMA_VERSION:
+                step = _MIGRATIONS.get(version)
+                if step is None:
+                    raise SpoolCorruptError(f"{self.path} has schema version {version}, which no span-spool wrote")
+                step(db)
+                version += 1
+            db.execute(f"PRAGMA user_version = {version}")
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -175,17 +303,23 @@ class Store:
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
+            db.execute("COMMIT")  # may fail too (disk full): then roll back, never leave the transaction open
         except BaseException:
             if db.in_transaction:
-                db.rollback()
+                with contextlib.suppress(sqlite3.Error):
+                    db.rollback()
             raise
-        else:
-            db.execute("COMMIT")
 
-    def close(self) -> None:
-        """Checkpoint and close. Idempotent."""
-        with contextlib.suppress(sqlite3.Error):
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    def close(self, *, checkpoint: bool = True) -> None:
+        """Checkpoint (truncating the WAL) and close; with `mark_clean_on_close`, first record the clean close.
+        `checkpoint=False` only closes. Idempotent."""
+        if checkpoint:
+            if self.mark_clean_on_close:
+                self.mark_clean_on_close = False
+                with contextlib.suppress(sqlite3.Error):
+                    self.set_meta("clean_close", 1)
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
 
     # -- meta (totals, last error) ----------------------------------------------------------------------------
@@ -212,17 +346,132 @@ class Store:
                     [("last_error", text), ("last_error_at", time.time())],
                 )
 
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
     def add_dropped(self, n: int) -> None:
         with self._tx():
             self._bump("dropped_total", n)
 
     # -- producer side ----------------------------------------------------------------------------------------
 
-    def append(self, rows: Sequence[Encoded], now: float | None = None) -> None:
-        """Commit `rows` in one transaction. An end replaces a pending start; a start never replaces an end."""
+    def append(self, rows: Sequence[Encoded], now: float | None = None, *, dropped: int = 0) -> int:
+        """Commit `rows` in one transaction. An end replaces a pending start; a start never replaces an end.
+
+        Within the disk cap (`max_bytes`: live database pages, free pages excluded, + WAL + SHM, measured once per
+        call): over it, `drop_newest` refuses rows for spans not stored yet and `drop_oldest` first deletes the
+        oldest pending rows not in flight, then the oldest rows of `rows`. An update of a stored span is always
+        taken. Returns how many spans the cap refused or evicted; they and `dropped` (drops not yet recorded) are
+        added to `dropped_total` in the same transaction. Raises `sqlite3.Error` (nothing written) on a failing disk.
+        """
         t = time.time() if now is None else now
         with self._tx() as db:
+            room = self.config.max_bytes - self._used_bytes()
+            lost = 0
+            if rows_cost(rows) > room:
+                rows, lost = self._make_room(rows, [row_cost(r) for r in rows], room, t)
             db.executemany(_UPSERT, [(r.trace_id, r.span_id, r.is_end, r.body, t) for r in rows])
+            self._bump("dropped_total", dropped + lost)
+        return lost
+
+    def _used_bytes(self) -> int:
+        """What counts against `max_bytes`: pages in use, the WAL (at least its checkpoint size), the SHM."""
+        db = self._db
+        pages = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
+        wal = max(_file_size(self._wal_path), self._wal_limit)
+        return int(pages) * self._page_size + wal + max(_file_size(self._shm_path), _SHM_RESERVE)
+
+    def _make_room(
+        self, rows: Sequence[Encoded], costs: list[int], room: int, now: float
+    ) -> tuple[Sequence[Encoded], int]:
+        """The cap's policy, inside `append`'s transaction: the rows to write and how many spans were dropped."""
+        db = self._db
+
+        def stored(r: Encoded) -> bool:
+            found = db.execute("SELECT 1 FROM spans WHERE trace_id = ? AND span_id = ?", (r.trace_id, r.span_id))
+            return found.fetchone() is not None
+
+        if self.config.overflow == "drop_newest":
+            keep: list[Encoded] = []
+            taken: set[tuple[str, str]] = set()
+            for r, c in zip(rows, costs, strict=True):
+                key = (r.trace_id, r.span_id)
+                if key in taken or stored(r):
+                    keep.append(r)  # an update (an end replacing its start): always taken
+                elif c <= room:
+                    keep.append(r)
+                    taken.add(key)
+                    room -= c
+            return keep, len(rows) - len(keep)
+        # drop_oldest: evict the oldest pending rows that no drainer holds, then the oldest of `rows` if need be.
+        short = sum(costs) - room
+        victims: list[tuple[int]] = []
+        cur = db.execute(
+            """SELECT seq, length(body) + (length(body) >> 3) + 4 * (length(trace_id) + length(span_id)) + 96
+               FROM spans WHERE lease_until <= ? ORDER BY seq""",
+            (now,),
+        )
+        for seq, cost in cur:
+            if short <= 0:
+                break
+            victims.append((seq,))
+            short -= cost
+        cur.close()
+        db.executemany("DELETE FROM spans WHERE seq = ?", victims)
+        lost = len(victims)
+        if short <= 0:
+            return rows, lost
+        keep = []
+        for r, c in zip(rows, costs, strict=True):
+            if short > 0 and not stored(r):
+                short -= c
+                lost += 1
+            else:
+                keep.append(r)
+        return keep, lost
+
+    def reclaim(self, max_pages: int = 256) -> int:
+        """Give free pages back to the file system: at most `max_pages` in one short write transaction, while more
+        than 4 MiB (1/8 of a small cap) is free; after the last step, checkpoint and truncate the WAL. Never waits
+        for another connection's lock and never raises (a busy or failing file: nothing is reclaimed this time).
+        Returns the pages given back; call it again while that is > 0."""
+        db = self._db
+        db.execute("PRAGMA busy_timeout = 0")  # someone else is writing or reading: skip rather than stall our writer
+        try:
+            free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+            keep = min(_RECLAIM_MIN, self.config.max_bytes // 8) // self._page_size
+            if free <= keep:
+                return 0
+            try:
+                db.executescript(f"BEGIN IMMEDIATE; PRAGMA incremental_vacuum({int(max_pages)}); COMMIT;")
+            finally:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.rollback()
+            left = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+            if left <= keep:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            return max(0, free - left)
+        except sqlite3.Error:
+            return 0
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("PRAGMA busy_timeout = 30000")
+
+    def check_cheap(self) -> list[str]:
+        """A look for damage that stays fast on any size (unlike `check`): `quick_check` of the `meta` table and a
+        read of both ends of the span and dead-letter tables. Returns the problems found; empty when none."""
+        db = self._db
+        try:
+            rows = db.execute("PRAGMA quick_check(meta)").fetchall()
+            for table, key in (("spans", "seq"), ("dead", "id")):
+                for order in ("ASC", "DESC"):
+                    db.execute(f"SELECT * FROM {table} ORDER BY {key} {order} LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return [f"check failed: {exc}"]
+        problems = [str(r[0]) for r in rows]
+        return [] if problems == ["ok"] else problems
 
     # -- drainer side -----------------------------------------------------------------------------------------
 
@@ -248,8 +497,20 @@ class Store:
                 [(time.time() + lease_seconds, s, owner) for s in seqs],
             )
 
+    def renew(self, owner: str, seqs: Sequence[int], lease_seconds: float) -> set[int]:
+        """Extend `owner`'s lease on `seqs` to `lease_seconds` from now. Returns the seqs still leased to `owner`
+        (not those delivered, dead-lettered or, after the lease ran out, taken by another drainer)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE spans SET lease_until = ? WHERE lease_owner = ? AND seq IN (SELECT value FROM json_each(?))"
+                " RETURNING seq",
+                (time.time() + lease_seconds, owner, "[" + ",".join(map(str, seqs)) + "]"),
+            )
+            return {s for (s,) in cur.fetchall()}
+
     def complete(self, owner: str, sent: Sequence[Claimed]) -> int:
-        """The sink took `sent`: delete exactly the versions sent, release rows updated meanwhile.
+        """The sink took `sent`: delete exactly the versions sent, release rows updated meanwhile, and clear
+        `last_error` (a success, whichever process had it).
 
         Returns how many rows were deleted (added to `delivered_total` in the same transaction).
         """
@@ -260,6 +521,7 @@ class Store:
             if deleted < len(sent):
                 self._release(owner, [c.seq for c in sent], None)
             self._bump("delivered_total", deleted)
+            db.execute("DELETE FROM meta WHERE key IN ('last_error', 'last_error_at')")
         return deleted
 
     def release(self, owner: str, seqs: Sequence[int], next_attempt_at: float | None = None) -> None:
@@ -342,6 +604,67 @@ class Store:
             last_error=meta.get("last_error"),
         )
 
+    def stats_detail(
+        self, pending: int, top: int = 5, top_max_rows: int | None = TOP_TRACES_MAX_ROWS
+    ) -> dict[str, Any]:
+        """What `spool stats` shows beyond `SpoolStats`, in one read transaction.
+
+        `attempts_buckets`: pending rows by failed attempts ("0", "1", "2-3", "4+"; "0" is `pending` minus the rest,
+        read from the partial `spans_attempted` index). `top_traces`: up to `top` `{"trace_id", "pending"}` with the
+        most pending rows; counting them scans the whole `(trace_id, span_id)` index (~150-400 ms per 1M rows), so
+        it is None when `pending` exceeds `top_max_rows` (None: no limit). `last_error_at`: epoch seconds or None.
+        """
+        db = self._db
+        with _read(db):
+            tried = dict(
+                db.execute(
+                    """SELECT CASE WHEN attempts = 1 THEN '1' WHEN attempts <= 3 THEN '2-3' ELSE '4+' END, count(*)
+                       FROM spans WHERE attempts > 0 GROUP BY 1"""
+                ).fetchall()
+            )
+            traces = None
+            if top_max_rows is None or pending <= top_max_rows:
+                traces = db.execute(
+                    "SELECT trace_id, count(*) AS n FROM spans GROUP BY trace_id ORDER BY n DESC, trace_id LIMIT ?",
+                    (top,),
+                ).fetchall()
+            at = db.execute("SELECT value FROM meta WHERE key = 'last_error_at'").fetchone()
+        buckets = {k: int(tried.get(k, 0)) for k in ("1", "2-3", "4+")}
+        return {
+            "attempts_buckets": {"0": max(0, pending - sum(buckets.values())), **buckets},
+            "top_traces": None if traces is None else [{"trace_id": t, "pending": int(n)} for t, n in traces],
+            "last_error_at": None if at is None else float(at[0]),
+        }
+
+    def iter_bodies(self, dead: bool = False, trace_id: str | None = None, chunk: int = 1000) -> Iterator[bytes]:
+        """The stored bytes of pending rows (by `seq`) or, with `dead`, of dead letters (by `id`), oldest first,
+        optionally of one trace. Reads `chunk` rows per query (keyset paging), so memory stays flat on any size
+        and no read transaction is held between chunks: rows delivered or added meanwhile may or may not appear."""
+        table, key = ("dead", "id") if dead else ("spans", "seq")
+        where = "" if trace_id is None else " AND trace_id = ?"
+        sql = f"SELECT {key}, body FROM {table} WHERE {key} > ?{where} ORDER BY {key} LIMIT ?"
+        extra: tuple[str, ...] = () if trace_id is None else (trace_id,)
+        last = -(2**63)
+        while True:
+            rows = self._db.execute(sql, (last, *extra, chunk)).fetchall()
+            for _, body in rows:
+                yield bytes(body)
+            if len(rows) < chunk:
+                return
+            last = rows[-1][0]
+
+    def check(self, full: bool = False) -> list[str]:
+        """SQLite's `PRAGMA quick_check` (`full`: `integrity_check`, slower, also checks index contents).
+        Returns the problems found; empty when the file is sound. A file too damaged to run the check is one
+        problem (the error's text), not an exception."""
+        pragma = "integrity_check" if full else "quick_check"
+        try:
+            rows = self._db.execute(f"PRAGMA {pragma}").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return [f"{pragma} failed: {exc}"]
+        problems = [str(r[0]) for r in rows]
+        return [] if problems == ["ok"] else problems
+
     # -- dead letters -----------------------------------------------------------------------------------------
 
     def dead_list(self, limit: int | None = None) -> list[DeadLetter]:
@@ -357,14 +680,18 @@ class Store:
         return {i for i in ids if db.execute("SELECT 1 FROM dead WHERE id = ?", (i,)).fetchone()}
 
     def dead_retry(self, ids: Sequence[int] | None) -> int:
-        """Move dead letters (all when `ids` is None) back to pending with a fresh attempt count."""
+        """Move dead letters (all when `ids` is None) back to pending with a fresh attempt count. Where the span is
+        pending again meanwhile, the coalescing rule decides: a dead end replaces a pending start, otherwise the
+        pending row stays (it is newer)."""
         where, args = _id_filter(ids)
         with self._tx() as db:
             db.execute(
                 f"""INSERT INTO spans (trace_id, span_id, is_end, body, enqueued_at)
                     SELECT trace_id, span_id, json_extract(body, '$.end_timestamp') IS NOT NULL, body, enqueued_at
                     FROM dead WHERE {where} ORDER BY id
-                    ON CONFLICT (trace_id, span_id) DO NOTHING""",
+                    ON CONFLICT (trace_id, span_id) DO UPDATE
+                        SET body = excluded.body, is_end = excluded.is_end, version = version + 1
+                        WHERE excluded.is_end AND NOT spans.is_end""",
                 args,
             )
             return int(db.execute(f"DELETE FROM dead WHERE {where}", args).rowcount)

@@ -6,9 +6,22 @@ stderr with exit code 2 (see `_common.fail`).
 
 from __future__ import annotations
 
-from ._common import app
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._common import app
 
 __all__ = ["app", "main"]
+
+
+def __getattr__(name: str) -> Any:
+    # `app` loads typer (and, when it parses options, pydantic): only on first use, so `main` can skip it.
+    if name == "app":
+        from ._common import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _register() -> None:
@@ -22,5 +35,13 @@ def _register() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    if sys.argv[1:2] == ["stats"]:  # the hot read-only command: plain forms answered before typer loads
+        from ._stats_report import fast_stats
+
+        code = fast_stats(sys.argv[2:])
+        if code is not None:
+            raise SystemExit(code)
     _register()
+    from ._common import app
+
     app()

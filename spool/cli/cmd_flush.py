@@ -1,0 +1,170 @@
+"""`spool flush`: deliver what a spool holds now, to Scale GP (credentials from `SGP_*`), then exit.
+
+Exit 0 when nothing is pending at the end (dead letters do not count), 1 when spans remain (the backend is down, the
+key is refused, the timeout ran out: they stay on disk), 2 for bad usage, missing credentials or no spool file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from .._config import SpoolConfig
+from .._errors import SpoolError
+from .._sink import SGPSink
+from ._common import PathOption, app, fail, resolve_path
+from ._format import human_count, plural
+
+if TYPE_CHECKING:
+    from .._spool import Spool
+    from .._stats import SpoolStats
+
+__all__ = ["flush", "run_flush"]
+
+
+@contextlib.contextmanager
+def quiet_logs() -> Iterator[None]:
+    """While a command runs: keep library warnings (the command reports delivery problems itself) and httpx's
+    request log off the screen. The levels are restored afterwards (commands also run inside tests)."""
+    levels = {"spool": logging.ERROR, "httpx": logging.WARNING, "httpcore": logging.WARNING}
+    saved = {name: logging.getLogger(name).level for name in levels}
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
+async def run_flush(
+    path: Path, sink: SGPSink, config: SpoolConfig, timeout: float, batch_size: int | None, progress: bool
+) -> dict[str, Any]:
+    """Open the spool, deliver until nothing is pending or `timeout` passes, close without draining again.
+
+    Returns `{"ok", "delivered", "pending", "dead", "last_error"}` (delivered: by this run). Raises `SpoolError` /
+    `OSError` when the file cannot be opened.
+    """
+    from .._spool import Spool
+
+    spool = Spool(path, sink=sink, config=config)
+    try:
+        start = await spool.stats()
+        watcher = asyncio.create_task(_show_progress(spool, start)) if progress else None
+        try:
+            ok = await spool.flush(timeout, batch_size=batch_size)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+        end = await spool.stats()
+        delivered = spool.metrics().get("delivered", 0)
+    finally:
+        await spool.aclose(timeout=0)
+    return {
+        "ok": ok,
+        "delivered": delivered,
+        "pending": end.pending,
+        "dead": end.dead,
+        "last_error": None if ok and end.pending == 0 else end.last_error,
+    }
+
+
+async def _show_progress(spool: Spool, start: SpoolStats) -> None:
+    """A rich progress bar on stderr: delivered so far of (delivered + still pending), from one stats snapshot."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("flushing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[note]}"),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("flush", total=max(start.pending, 1), note="")
+        while True:
+            st = await spool.stats()
+            delivered = max(0, st.delivered_total - start.delivered_total)
+            dead = st.dead - start.dead
+            notes = [f"[red]{dead:,} dead[/red]" if dead > 0 else "", _short(st.last_error) if st.last_error else ""]
+            bar.update(
+                task, completed=delivered, total=max(delivered + st.pending, 1), note="  ".join(filter(None, notes))
+            )
+            await asyncio.sleep(0.2)
+
+
+def _short(text: str, n: int = 60) -> str:
+    from rich.markup import escape
+
+    return escape(text if len(text) <= n else text[: n - 1] + "…")
+
+
+@app.command(epilog="Example: spool flush --timeout 120 --batch-size 500 --path ./spans.db")
+def flush(
+    path: PathOption = None,
+    timeout: Annotated[float, typer.Option("--timeout", "-t", help="Give up after this many seconds.")] = 30.0,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            "-b",
+            help="Spans per request, 1..1000 (larger is faster for big replays).",
+            show_default="$SPOOL_BATCH_SIZE or 50",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with the outcome.")] = False,
+) -> None:
+    """Deliver everything pending now, then exit.
+
+    Sends to Scale GP with SGP_API_KEY, SGP_ACCOUNT_ID and SGP_CLIENT_BASE_URL. Exit 0: nothing pending; 1: spans
+    remain (kept on disk: the backend is down, the key is refused or the timeout ran out); 2: bad usage, missing
+    credentials or no spool at the path. A progress bar shows on a terminal.
+    """
+    p = resolve_path(path)
+    if not p.exists():
+        fail(f"no spool at {p}")
+    if batch_size is not None and not 1 <= batch_size <= 1000:
+        fail(f"--batch-size must be 1..1000, got {batch_size}")
+    if not timeout >= 0:
+        fail(f"--timeout must be >= 0, got {timeout}")
+    try:
+        config = SpoolConfig() if batch_size is None else SpoolConfig(batch_size=batch_size)
+        sink = SGPSink()
+    except SpoolError as exc:
+        fail(str(exc))
+    try:
+        with quiet_logs():
+            result = asyncio.run(run_flush(p, sink, config, timeout, batch_size, progress=sys.stderr.isatty()))
+    except (SpoolError, OSError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted; what was not delivered stays in the spool", 130)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        _report(result)
+    raise typer.Exit(0 if result["ok"] else 1)
+
+
+def _report(r: dict[str, Any]) -> None:
+    line = f"delivered {plural(r['delivered'], 'span')}"
+    if r["ok"]:
+        line += "; nothing pending"
+    else:
+        line += f"; {human_count(r['pending'])} still pending (kept on disk)"
+    if r["dead"]:
+        line += f"; {plural(r['dead'], 'dead letter')} (spool dead list)"
+    print(line)
+    if not r["ok"] and r["last_error"]:
+        print(f"last error: {r['last_error']}", file=sys.stderr)

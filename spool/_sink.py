@@ -21,11 +21,7 @@ import orjson
 from ._errors import CredentialsError, DeliveryError, RejectedError, SpoolConfigError, TransientError
 
 if TYPE_CHECKING:
-    import ssl
-
     import httpx
-
-    from ._http import Endpoint
 
 __all__ = ["SGPSink", "Sink", "classify_response", "join_items"]
 
@@ -97,10 +93,12 @@ class SGPSink:
 
     Credentials and base URL come from the arguments, else the SDK's environment (`SGP_API_KEY`, `SGP_ACCOUNT_ID`,
     `SGP_CLIENT_BASE_URL`); the constructor raises `SpoolConfigError` when the key or account is missing. The SDK
-    (imported off the event loop on first send) supplies the default base URL and headers; requests go through one
-    keep-alive client per event loop, re-created when the loop changes: `spool._http.Endpoint` (a lean HTTP/1.1
-    client, ~15x less CPU per request than httpx) for direct connections, `httpx.AsyncClient` when the environment
-    sets a proxy for the URL. The SDK's own retries are not used: the drainer's retry policy is the only one.
+    (imported off the caller's thread, started at construction) supplies the base URL and headers. Requests go
+    through one keep-alive `httpx.AsyncHTTPTransport` per event loop, re-created when the loop changes; the sink
+    calls the transport directly (httpx's public transport API), which halves httpx's CPU per request against
+    `AsyncClient.put` and skips what a span upload never uses (cookies, redirects, auth flows). A proxy from the
+    environment (`HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`) is honoured as httpx would. The SDK's own retries are not
+    used: the drainer's retry policy is the only one.
     """
 
     def __init__(self, api_key: str | None = None, account_id: str | None = None, base_url: str | None = None) -> None:
@@ -112,12 +110,10 @@ class SGPSink:
             raise SpoolConfigError(
                 f"no Scale GP credentials: set {' and '.join(missing)} (or pass api_key/account_id to SGPSink)"
             )
-        self._url: str | None = None
-        self._headers: dict[str, str] = {}
-        self._direct = True  # no proxy applies: requests go through `_http.Endpoint` (httpx costs ~15x the CPU)
-        self._ssl: ssl.SSLContext | None = None
-        self._client: httpx.AsyncClient | Endpoint | None = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._url: httpx.URL | None = None
+        self._headers: httpx.Headers | None = None
+        self._transport: httpx.AsyncHTTPTransport | None = None
+        self._transport_loop: asyncio.AbstractEventLoop | None = None
         # The SDK import takes about a second: start it now, off the caller's thread, so the first send is quick.
         self._configured = threading.Thread(target=self._try_configure, name="spool-sgp-config", daemon=True)
         self._configured.start()
@@ -127,6 +123,7 @@ class SGPSink:
 
     def _configure(self) -> None:
         """Resolve URL and headers through the SDK (slow import: runs in a worker thread)."""
+        import httpx
         from scale_gp_beta import SGPClient
 
         sdk = SGPClient(api_key=self._api_key, account_id=self._account_id, base_url=self._base_url, max_retries=0)
@@ -135,14 +132,8 @@ class SGPSink:
             headers.update(sdk.auth_headers)
             headers["Content-Type"] = "application/json"
             headers.pop("X-Stainless-Async", None)
-            self._headers = headers
-            url = str(sdk.base_url).rstrip("/") + "/v5/spans/batch"
-            self._direct = not _proxied(url)
-            if self._direct and url.startswith("https:"):
-                import httpx
-
-                self._ssl = httpx.create_ssl_context()  # httpx's CA bundle and SSL_CERT_* handling, made once
-            self._url = url
+            self._headers = httpx.Headers(headers)
+            self._url = httpx.URL(str(sdk.base_url).rstrip("/") + "/v5/spans/batch")
         finally:
             sdk.close()
 
@@ -150,90 +141,82 @@ class SGPSink:
         with contextlib.suppress(Exception):  # retried on first send, where the error surfaces
             self._configure()
 
-    async def _client_for_loop(self) -> httpx.AsyncClient | Endpoint:
+    async def _transport_for_loop(self) -> httpx.AsyncHTTPTransport:
         loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
+        if self._transport is None or self._transport_loop is not loop:
             if self._configured.is_alive():
                 await asyncio.to_thread(self._configured.join)
             if self._url is None:
                 self._configure()  # the background attempt failed: do it here and let the error surface
-            if self._client is None or self._client_loop is not loop:  # re-check: a concurrent send may have won
+            if self._transport is None or self._transport_loop is not loop:  # re-check: a concurrent send may have won
                 import httpx
 
-                from ._http import Endpoint
-
-                old, old_loop = self._client, self._client_loop
-                if self._direct and self._url is not None:
-                    self._client = Endpoint(self._url, self._headers, ssl_context=self._ssl)
-                else:
-                    self._client = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=16))
-                self._client_loop = loop
+                assert self._url is not None
+                old, old_loop = self._transport, self._transport_loop
+                self._transport = httpx.AsyncHTTPTransport(
+                    proxy=_proxy_for(str(self._url)), limits=httpx.Limits(max_keepalive_connections=16), retries=0
+                )
+                self._transport_loop = loop
                 if old is not None and old_loop is not None:
                     await _close_elsewhere(old, old_loop)
-        assert self._client is not None
-        return self._client
+        return self._transport
 
     async def prepare(self) -> None:
-        """Finish set-up (SDK configuration, a client for this loop) before a batch is leased, so a request's
+        """Finish set-up (SDK configuration, a transport for this loop) before a batch is leased, so a request's
         timeout and lease cover the request only. Raises what `send` would raise for a bad configuration."""
-        await self._client_for_loop()
+        await self._transport_for_loop()
 
     async def send(self, items: Sequence[bytes], *, timeout: float) -> None:
         import httpx
 
-        client = await self._client_for_loop()
-        assert self._url is not None
-        if not isinstance(client, httpx.AsyncClient):
-            await _send_direct(client, join_items(items), timeout)
-            return
+        transport = await self._transport_for_loop()
+        request = httpx.Request(
+            "PUT",
+            self._url,  # type: ignore[arg-type]
+            headers=self._headers,
+            content=join_items(items),
+            extensions={"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}},
+        )
         try:
-            resp = await client.put(self._url, content=join_items(items), headers=self._headers, timeout=timeout)
+            resp = await transport.handle_async_request(request)
+            try:
+                body = await resp.aread()
+            finally:
+                await resp.aclose()
         except httpx.TimeoutException as exc:
             raise TransientError(f"timed out after {timeout:g}s ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise TransientError(f"connection failed: {type(exc).__name__}: {exc}") from exc
-        err = classify_response(resp.status_code, resp.content, resp.headers.get("retry-after"))
+        err = classify_response(resp.status_code, body, resp.headers.get("retry-after"))
         if err is not None:
             raise err
 
     async def aclose(self) -> None:
-        client, loop = self._client, self._client_loop
-        self._client = self._client_loop = None
-        if client is None or loop is None:
+        transport, loop = self._transport, self._transport_loop
+        self._transport = self._transport_loop = None
+        if transport is None or loop is None:
             return
         if loop is asyncio.get_running_loop():
-            await client.aclose()
+            await transport.aclose()
         else:
-            await _close_elsewhere(client, loop)
+            await _close_elsewhere(transport, loop)
 
 
-async def _send_direct(endpoint: Endpoint, body: bytes, timeout: float) -> None:
-    from ._http import HttpProtocolError
-
-    try:
-        resp = await endpoint.request("PUT", body, timeout=timeout)
-    except TimeoutError as exc:
-        raise TransientError(f"timed out after {timeout:g}s") from exc
-    except (OSError, EOFError, asyncio.LimitOverrunError, HttpProtocolError) as exc:  # IncompleteRead: EOFError
-        raise TransientError(f"connection failed: {type(exc).__name__}: {exc}") from exc
-    err = classify_response(resp.status, resp.body, resp.headers.get("retry-after"))
-    if err is not None:
-        raise err
-
-
-def _proxied(url: str) -> bool:
-    """Whether the environment routes `url` through a proxy (httpx honours HTTP(S)_PROXY / ALL_PROXY / NO_PROXY)."""
+def _proxy_for(url: str) -> str | None:
+    """The proxy the environment sets for `url` (`HTTP(S)_PROXY`, `ALL_PROXY`, minus `NO_PROXY`), as httpx's
+    `trust_env` would pick it; None for a direct connection."""
     import urllib.parse
     import urllib.request
 
     proxies = urllib.request.getproxies_environment()
     parts = urllib.parse.urlsplit(url)
-    if not (proxies.get(parts.scheme) or proxies.get("all")):
-        return False
-    return not urllib.request.proxy_bypass(parts.hostname or "")
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy
 
 
-async def _close_elsewhere(client: httpx.AsyncClient | Endpoint, loop: asyncio.AbstractEventLoop) -> None:
-    """Close a client that belongs to another loop, on that loop while it runs (a dead loop's cannot be awaited)."""
+async def _close_elsewhere(transport: httpx.AsyncHTTPTransport, loop: asyncio.AbstractEventLoop) -> None:
+    """Close a transport that belongs to another loop, on that loop while it runs (a dead loop's cannot be awaited)."""
     if loop.is_running() and not loop.is_closed():
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(client.aclose(), loop))
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(transport.aclose(), loop))

@@ -2,10 +2,10 @@
 
 Span bodies pass through the process once (encoded at `put`, committed, freed), but glibc's malloc keeps the freed
 chunks of a burst of large bodies (tens of KB each: prompts, chat histories) in its arenas, so the process keeps the
-burst's RSS after the spans are safely on disk: a 10,000 x 50 KB burst left ~540 MB resident, as much as an
-in-memory queue holding every span. `malloc_trim(0)` returns those pages (a few ms; ctypes releases the GIL, and the
-spool runs it on its store thread, so the event loop does not wait). Only where the C library has it (glibc);
-elsewhere `due` is always False.
+burst's RSS after the spans are safely on disk: after a 10,000 x 50 KB burst the process stayed at ~210 MB while
+the backlog drained, ~85 MB with a trim (scripts/bench.py, `agents`). `malloc_trim(0)` returns those pages (a few
+ms; ctypes releases the GIL, and the spool runs it on its store thread, so the event loop does not wait). Only where
+the C library has it (glibc); elsewhere `due` is always False.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Trimmer:
     """Counts committed body bytes. A trim is due once `every_bytes` went through since the last one, or, when the
     writer has nothing left to commit (a burst ended), once `idle_bytes` did."""
 
-    def __init__(self, every_bytes: int = 32 * _MiB, idle_bytes: int = 4 * _MiB) -> None:
+    def __init__(self, every_bytes: int = 64 * _MiB, idle_bytes: int = 8 * _MiB) -> None:
         self.every_bytes = every_bytes
         self.idle_bytes = idle_bytes
         self._since = 0

@@ -168,6 +168,19 @@ class _ProcessorBase:
             self._fail("iterating spans", exc)
         return ok
 
+    def _take(self, span: object, end: bool) -> bool:
+        """Put one span event; True when the caller should then wait for the commit. Never raises."""
+        if self._closed:
+            self._reject()
+            return False
+        return self._put(span, end) and self._wait
+
+    def _take_many(self, spans: Iterable[object], end: bool) -> bool:
+        if self._closed:
+            self._reject(_count(spans))
+            return False
+        return self._put_many(spans, end) and self._wait
+
     def _reject(self, n: int = 1) -> None:
         self._fail("span event after shutdown", None, dropped=n)
 
@@ -206,34 +219,22 @@ class SpoolTracingProcessor(_ProcessorBase):
 
     async def on_span_start(self, span: Any) -> None:
         """Record a span start (one ``put``)."""
-        if self._closed:
-            self._reject()
-            return
-        if self._put(span, False) and self._wait:
+        if self._take(span, False):
             await self._commit()
 
     async def on_span_end(self, span: Any) -> None:
         """Record a span end (one ``put``); coalesces with a pending start in the spool."""
-        if self._closed:
-            self._reject()
-            return
-        if self._put(span, True) and self._wait:
+        if self._take(span, True):
             await self._commit()
 
     async def on_spans_start(self, spans: Iterable[Any]) -> None:
         """Record several span starts (one commit wait at most)."""
-        if self._closed:
-            self._reject(_count(spans))
-            return
-        if self._put_many(spans, False) and self._wait:
+        if self._take_many(spans, False):
             await self._commit()
 
     async def on_spans_end(self, spans: Iterable[Any]) -> None:
         """Record several span ends (one commit wait at most)."""
-        if self._closed:
-            self._reject(_count(spans))
-            return
-        if self._put_many(spans, True) and self._wait:
+        if self._take_many(spans, True):
             await self._commit()
 
     async def _commit(self) -> None:
@@ -365,34 +366,22 @@ class SyncSpoolTracingProcessor(_ProcessorBase):
 
     def on_span_start(self, span: Any) -> None:
         """Record a span start (one ``put``)."""
-        if self._closed:
-            self._reject()
-            return
-        if self._put(span, False) and self._wait:
+        if self._take(span, False):
             self._commit()
 
     def on_span_end(self, span: Any) -> None:
         """Record a span end (one ``put``); coalesces with a pending start in the spool."""
-        if self._closed:
-            self._reject()
-            return
-        if self._put(span, True) and self._wait:
+        if self._take(span, True):
             self._commit()
 
     def on_spans_start(self, spans: Iterable[Any]) -> None:
         """Record several span starts."""
-        if self._closed:
-            self._reject(_count(spans))
-            return
-        if self._put_many(spans, False) and self._wait:
+        if self._take_many(spans, False):
             self._commit()
 
     def on_spans_end(self, spans: Iterable[Any]) -> None:
         """Record several span ends."""
-        if self._closed:
-            self._reject(_count(spans))
-            return
-        if self._put_many(spans, True) and self._wait:
+        if self._take_many(spans, True):
             self._commit()
 
     def _commit(self) -> None:

@@ -15,12 +15,14 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from agentex.types.span import Span
+from conftest import FAST
 
 from spool import SGPSink, SpoolConfig
 from spool._errors import SpoolConfigError
@@ -28,16 +30,7 @@ from spool._processors import SpoolTracingProcessor, SyncSpoolTracingProcessor
 from spool._receiver import Receiver
 from spool._spool import Spool
 
-CONFIG = SpoolConfig(
-    backoff_initial=0.01,
-    backoff_max=0.05,
-    cooldown_max=0.5,
-    flush_interval=0.1,
-    commit_interval=0.001,
-    request_timeout=5.0,
-    lease_seconds=10.0,
-    shutdown_timeout=20.0,
-)
+CONFIG = replace(FAST, flush_interval=0.1, shutdown_timeout=20.0)
 
 
 def _span(name: str, trace_id: str, parent: Span | None = None, **kw: Any) -> Span:

@@ -8,28 +8,21 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import scale_gp_beta.lib.tracing as sdk_tracing
+from conftest import FAST
 from scale_gp_beta.lib.tracing import trace_queue_manager as tqm
 from scale_gp_beta.lib.tracing import util as sdk_util
 
-from spool import SGPSink, SpoolConfig
+from spool import SGPSink
 from spool._receiver import Receiver
 from spool._spool import Spool
 from spool.integrations import sgp_tracing
 
-CONFIG = SpoolConfig(
-    backoff_initial=0.01,
-    backoff_max=0.05,
-    cooldown_max=0.5,
-    flush_interval=0.1,
-    commit_interval=0.001,
-    request_timeout=5.0,
-    lease_seconds=10.0,
-    shutdown_timeout=10.0,
-)
+CONFIG = replace(FAST, flush_interval=0.1, shutdown_timeout=10.0)
 
 
 @pytest.fixture(autouse=True)

@@ -98,7 +98,7 @@ def main() -> int:
             f"uv run spool stats --json ({args.rows:,} rows)",
             timed(["uv", "run", "spool", "stats", "--json"], args.runs),
         )
-        report("spool stats (rich table)", timed([spool_exe, "stats"], args.runs))
+        report("spool stats (table)", timed([spool_exe, "stats"], args.runs))
         report("spool stats --json --traces (exact top traces)", timed([spool_exe, "stats", "--json", "--traces"], 3))
         store = Store(path, create=False)
         try:

@@ -20,7 +20,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ._config import SpoolConfig
 from ._dbthread import DbThread
@@ -41,6 +41,20 @@ class _Lease:
 
     held: set[int]
     until: float
+
+
+_Done = tuple[int, list[Claimed]]
+
+
+@dataclass(slots=True)
+class _Next:
+    """What a worker claims along with completing its batch: the next batch's size, whether the drain is forced,
+    and the rows claimed with their lease estimate."""
+
+    size: int
+    force: bool
+    rows: list[Claimed] = field(default_factory=list)
+    until: float = 0.0
 
 
 def _request_bytes(rows: Sequence[Claimed]) -> int:
@@ -133,15 +147,24 @@ class Drainer:
     async def _worker(self, force: bool, batch_size: int) -> None:
         assert self._slots is not None
         prepare = getattr(self._sink, "prepare", None)  # optional: set-up that must not eat into a lease
-        while force or not self.paused:
-            if prepare is not None:
-                with contextlib.suppress(Exception):  # a failing set-up surfaces in send(), as a delivery error
-                    await prepare()
-            async with self._slots:
-                lease_until = time.time() + self._config.lease_seconds  # taken before the claim: never later
-                rows = await self._claim(batch_size, force)
-                if not rows or not await self._deliver_claim(rows, _Lease({r.seq for r in rows}, lease_until)):
-                    return
+        nxt = _Next(batch_size, force)  # the batch claimed with the previous one's completion, if any
+        try:
+            while force or not self.paused:
+                if prepare is not None:
+                    with contextlib.suppress(Exception):  # a failing set-up surfaces in send(), as a delivery error
+                        await prepare()
+                async with self._slots:
+                    rows, lease_until = nxt.rows, nxt.until
+                    nxt.rows = []
+                    if not rows:
+                        lease_until = time.time() + self._config.lease_seconds  # taken before the claim: never later
+                        rows = await self._claim(batch_size, force)
+                    if not rows or not await self._deliver_claim(rows, _Lease({r.seq for r in rows}, lease_until), nxt):
+                        return
+        finally:
+            if nxt.rows:  # paused or cancelled before sending it: give it back
+                with contextlib.suppress(RuntimeError):
+                    self._db.submit(self._store.release, self.owner, [r.seq for r in nxt.rows])
 
     async def _claim(self, batch_size: int, force: bool) -> list[Claimed]:
         fut = self._db.submit(self._store.claim, self.owner, batch_size, self._config.lease_seconds, force=force)
@@ -152,18 +175,24 @@ class Drainer:
             fut.add_done_callback(self._release_abandoned)
             raise
 
-    def _release_abandoned(self, fut: concurrent.futures.Future[list[Claimed]]) -> None:
+    def _release_abandoned(
+        self, fut: concurrent.futures.Future[list[Claimed]] | concurrent.futures.Future[_Done]
+    ) -> None:
         # Runs on the DB thread, or on the caller's when the claim had already finished: queue the release on the
         # DB thread either way (the connection must not be used from two threads at once).
-        if not fut.cancelled() and fut.exception() is None and (rows := fut.result()):
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        res = fut.result()
+        if rows := (res[1] if isinstance(res, tuple) else res):
             with contextlib.suppress(RuntimeError):  # the DB thread is shut down: the lease runs out by itself
                 self._db.submit(self._store.release, self.owner, [r.seq for r in rows])
 
-    async def _deliver_claim(self, rows: Sequence[Claimed], lease: _Lease) -> bool:
-        """Deliver one claimed batch (splitting rejections); False if the round failed and the rows were kept."""
+    async def _deliver_claim(self, rows: Sequence[Claimed], lease: _Lease, nxt: _Next | None = None) -> bool:
+        """Deliver one claimed batch (splitting rejections); False if the round failed and the rows were kept.
+        With `nxt`, a batch that goes through whole is completed together with the claim of the next one."""
         seqs = [r.seq for r in rows]
         try:
-            await self._deliver(rows, lease)
+            await self._deliver(rows, lease, nxt=nxt)
         except TransientError as exc:
             pause = self._pause(exc.retry_after)
             self.counters["cooldowns"] += 1
@@ -185,6 +214,22 @@ class Drainer:
             self._logged.clear()
         return True
 
+    async def _complete_claim(self, sent: Sequence[Claimed], nxt: _Next) -> int:
+        """`Store.complete_and_claim` in one trip to the DB thread; the claimed rows go to `nxt`. The completion
+        happens even if we are cancelled (shielded); rows claimed by an abandoned call are given back."""
+        until = time.time() + self._config.lease_seconds  # taken before the claim: never later
+        cfg = self._config
+        fut = self._db.submit(
+            self._store.complete_and_claim, self.owner, sent, nxt.size, cfg.lease_seconds, force=nxt.force
+        )
+        try:
+            delivered, nxt.rows = await asyncio.shield(asyncio.wrap_future(fut))
+        except asyncio.CancelledError:
+            fut.add_done_callback(self._release_abandoned)
+            raise
+        nxt.until = until
+        return delivered
+
     def _pause(self, retry_after: float | None) -> float:
         """Pause draining after a failed round: doubling from `backoff_max` up to `cooldown_max` with each round
         that fails in a row (batches failing side by side count once), never shorter than a `Retry-After`."""
@@ -196,7 +241,9 @@ class Drainer:
         self.kick()  # the background loop may be waiting `flush_interval`: let it wait for the pause instead
         return pause
 
-    async def _deliver(self, rows: Sequence[Claimed], lease: _Lease, *, known_bad: bool = False) -> bool:
+    async def _deliver(
+        self, rows: Sequence[Claimed], lease: _Lease, *, known_bad: bool = False, nxt: _Next | None = None
+    ) -> bool:
         """Deliver `rows`; when the sink rejects them, split them until each rejected item stands alone, and move
         those to the dead table. True when the sink took all of `rows` in one request.
 
@@ -211,7 +258,10 @@ class Drainer:
         if not sent:
             return False  # every row went to another drainer meanwhile
         if rejected is None:
-            delivered = await self._db(self._store.complete, self.owner, sent)  # (not `+= await`: it loses updates)
+            if nxt is not None and (nxt.force or not self.paused):
+                delivered = await self._complete_claim(sent, nxt)
+            else:
+                delivered = await self._db(self._store.complete, self.owner, sent)  # (not `+=`: it loses updates)
             self.counters["delivered"] += delivered
             self.last_error = None
             return True

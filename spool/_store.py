@@ -628,6 +628,7 @@ class Store:
         read from the partial `spans_attempted` index). `top_traces`: up to `top` `{"trace_id", "pending"}` with the
         most pending rows; counting them scans the whole `(trace_id, span_id)` index (~150-400 ms per 1M rows), so
         it is None when `pending` exceeds `top_max_rows` (None: no limit). `last_error_at`: epoch seconds or None.
+        `moved_aside`: what happened the last time a corrupt file at this path was moved aside, or None.
         """
         db = self._db
         with _read(db):
@@ -644,11 +645,13 @@ class Store:
                     (top,),
                 ).fetchall()
             at = db.execute("SELECT value FROM meta WHERE key = 'last_error_at'").fetchone()
+            moved = db.execute("SELECT value FROM meta WHERE key = 'moved_aside'").fetchone()
         buckets = {k: int(tried.get(k, 0)) for k in ("1", "2-3", "4+")}
         return {
             "attempts_buckets": {"0": max(0, pending - sum(buckets.values())), **buckets},
             "top_traces": None if traces is None else [{"trace_id": t, "pending": int(n)} for t, n in traces],
             "last_error_at": None if at is None else float(at[0]),
+            "moved_aside": None if moved is None else str(moved[0]),
         }
 
     def iter_bodies(self, dead: bool = False, trace_id: str | None = None, chunk: int = 1000) -> Iterator[bytes]:

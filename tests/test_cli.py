@@ -36,7 +36,12 @@ STATS_KEYS = {
     "dropped_total",
     "last_error",
 }
-DETAIL_KEYS = {"attempts_buckets", "top_traces", "last_error_at"}  # with --detail, after the SpoolStats keys
+DETAIL_KEYS = {
+    "attempts_buckets",
+    "top_traces",
+    "last_error_at",
+    "moved_aside",
+}  # with --detail, after the SpoolStats keys
 DEAD_KEYS = {"id", "trace_id", "span_id", "name", "status", "detail", "attempts", "failed_at"}
 MAIN = "import sys; from spool.cli import main; sys.argv[0] = 'spool'; main()"
 

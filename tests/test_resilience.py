@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sqlite3
 import stat
 import subprocess
@@ -260,6 +261,13 @@ def test_garbage_file_is_moved_aside_and_a_fresh_spool_works(
     assert len(db) == 1 and db[0].read_bytes() == garbage  # never deleted, bytes untouched
     assert Path(str(db[0]) + "-wal").read_bytes() == b"wal junk"
     assert db[0].name.startswith("spans.db.corrupt-") and len(db[0].name) == len("spans.db.corrupt-20260101T000000Z")
+    # The delivery cleared last_error; the stats table still tells the operator which file was moved aside.
+    table = subprocess.run(
+        [sys.executable, "-m", "spool.cli", "stats", "--path", str(spool_path)], capture_output=True, text=True
+    )
+    assert table.returncode == 0, table.stderr
+    assert "moved aside" in table.stdout and db[0].name in table.stdout
+    assert re.search(r"^last error\s+-$", table.stdout, re.M)
     assert str(db[0]) in caplog.text  # the log names the moved file
     store = Store(spool_path, create=False)
     try:

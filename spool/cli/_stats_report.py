@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-DETAIL_KEYS = ("attempts_buckets", "top_traces", "last_error_at")
+DETAIL_KEYS = ("attempts_buckets", "top_traces", "last_error_at", "moved_aside")
 """Keys of `spool stats --json` after the `SpoolStats` fields (see `Store.stats_detail`)."""
 
 
@@ -90,8 +90,14 @@ ROWS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("dropped_total", "dropped (total)", _count),
     ("last_error", "last error", _text),
     ("last_error_at", "last error at", _when),
+    ("moved_aside", "moved aside", _text),
 ]
 """(key, label, formatter) per table row, in order; keys missing from the data are skipped."""
+
+
+def _shown(data: dict[str, Any], key: str) -> bool:
+    """A table row for `key`: when the data has it (`moved_aside` only once something was moved aside)."""
+    return key in data and (key != "moved_aside" or data[key] is not None)
 
 
 def render_stats(data: dict[str, Any]) -> RenderableType:
@@ -103,7 +109,7 @@ def render_stats(data: dict[str, Any]) -> RenderableType:
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     for key, label, fmt in ROWS:
-        if key not in data:
+        if not _shown(data, key):
             continue
         value = data[key]
         cell = escape(fmt(value))
@@ -127,7 +133,7 @@ def print_stats(store: Store, as_json: bool, *, detail: bool = False, all_traces
     print(plain_stats(data, str(store.path), color=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
 
 
-_ALERT = {"dead": "31", "last_error": "31", "dropped_total": "33"}  # ANSI red, red, yellow when non-zero
+_ALERT = {"dead": "31", "last_error": "31", "dropped_total": "33", "moved_aside": "33"}  # red/yellow when set
 
 
 def plain_stats(data: dict[str, Any], title: str, *, color: bool) -> str:
@@ -137,7 +143,7 @@ def plain_stats(data: dict[str, Any], title: str, *, color: bool) -> str:
     def paint(text: str, code: str) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if color else text
 
-    rows = [(label, key, fmt(data[key])) for key, label, fmt in ROWS if key in data]
+    rows = [(label, key, fmt(data[key])) for key, label, fmt in ROWS if _shown(data, key)]
     width = max(len(label) for label, _, _ in rows)
     lines = [paint(title, "1")]
     for label, key, text in rows:

@@ -1,0 +1,5 @@
+"""`python -m spool.cli`: the same as the `spool` command."""
+
+from . import main
+
+main()

@@ -19,8 +19,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 from ._config import SpoolConfig
 from ._dbthread import DbThread
@@ -30,6 +31,9 @@ from ._sink import Sink
 from ._store import Claimed, Store
 
 __all__ = ["Drainer"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 log = logging.getLogger("spool")
 
@@ -214,21 +218,37 @@ class Drainer:
             self._logged.clear()
         return True
 
-    async def _complete_claim(self, sent: Sequence[Claimed], nxt: _Next) -> int:
+    def _counted(self, complete: Callable[P, R]) -> Callable[P, R]:
+        """`complete` (a `Store` completion returning the rows deleted, alone or first in a tuple), counting them in
+        `counters["delivered"]` where it runs, on the DB thread: right even when the awaiting coroutine is cancelled
+        after the rows were deleted (that key is only ever updated there)."""
+
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            result = complete(*args, **kwargs)
+            self.counters["delivered"] += result[0] if isinstance(result, tuple) else result  # type: ignore[operator]
+            return result
+
+        return run
+
+    async def _complete_claim(self, sent: Sequence[Claimed], nxt: _Next) -> None:
         """`Store.complete_and_claim` in one trip to the DB thread; the claimed rows go to `nxt`. The completion
         happens even if we are cancelled (shielded); rows claimed by an abandoned call are given back."""
         until = time.time() + self._config.lease_seconds  # taken before the claim: never later
         cfg = self._config
         fut = self._db.submit(
-            self._store.complete_and_claim, self.owner, sent, nxt.size, cfg.lease_seconds, force=nxt.force
+            self._counted(self._store.complete_and_claim),
+            self.owner,
+            sent,
+            nxt.size,
+            cfg.lease_seconds,
+            force=nxt.force,
         )
         try:
-            delivered, nxt.rows = await asyncio.shield(asyncio.wrap_future(fut))
+            _, nxt.rows = await asyncio.shield(asyncio.wrap_future(fut))
         except asyncio.CancelledError:
             fut.add_done_callback(self._release_abandoned)
             raise
         nxt.until = until
-        return delivered
 
     def _pause(self, retry_after: float | None) -> float:
         """Pause draining after a failed round: doubling from `backoff_max` up to `cooldown_max` with each round
@@ -259,10 +279,9 @@ class Drainer:
             return False  # every row went to another drainer meanwhile
         if rejected is None:
             if nxt is not None and (nxt.force or not self.paused):
-                delivered = await self._complete_claim(sent, nxt)
+                await self._complete_claim(sent, nxt)
             else:
-                delivered = await self._db(self._store.complete, self.owner, sent)  # (not `+=`: it loses updates)
-            self.counters["delivered"] += delivered
+                await self._db(self._counted(self._store.complete), self.owner, sent)
             self.last_error = None
             return True
         self.counters["rejected_requests"] += 1

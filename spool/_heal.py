@@ -85,13 +85,15 @@ def open_store_healing(path: str | os.PathLike[str], config: SpoolConfig) -> tup
 
 
 def _sqlite_header(path: Path) -> bool:
-    """False for a non-empty file that does not start like an SQLite database (missing and empty files are fine)."""
+    """False for a file that does not start like an SQLite database (missing, empty, being-created files are fine)."""
     try:
         with open(path, "rb") as f:
             head = f.read(16)
     except FileNotFoundError:
         return True
-    return not head or head == b"SQLite format 3\x00"
+    magic = b"SQLite format 3\x00"
+    # Zeros, or a prefix of the magic then zeros, is a file another process is creating right now, not garbage.
+    return head == magic or magic.startswith(head.rstrip(b"\x00"))
 
 
 def _opened(store: Store) -> None:

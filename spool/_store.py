@@ -267,10 +267,13 @@ class Store:
     def _check_header(self) -> bool:
         """True for an empty file. Raises `SpoolCorruptError` for a database that is not a spool and
         `SpoolSchemaError` for one from a newer span-spool."""
-        db = self._db
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        app_id = db.execute("PRAGMA application_id").fetchone()[0]
-        if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+        # One statement, so one snapshot: read one by one, another process creating the file could commit in
+        # between, and an application_id read before its commit with tables read after looks like a foreign file.
+        version, app_id, objects = self._db.execute(
+            "SELECT (SELECT user_version FROM pragma_user_version), (SELECT application_id FROM pragma_application_id),"
+            " (SELECT count(*) FROM sqlite_master)"
+        ).fetchone()
+        if version == 0 and objects == 0:
             return True
         if app_id != _APP_ID:
             raise SpoolCorruptError(f"{self.path} is not a span-spool database (application_id {app_id:#x})")

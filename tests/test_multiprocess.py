@@ -58,7 +58,7 @@ DRAINER = textwrap.dedent(
         async with Spool(path, sink=sink, config=cfg) as sp:
             print("ready", flush=True)
             while not os.path.exists(stop):
-                await sp.flush(timeout=2)
+                await sp.flush(timeout=30)  # a short timeout would cancel sends mid-request
                 await asyncio.sleep(0.01)
             print(json.dumps(sp.metrics(gauges=False)), flush=True)
 

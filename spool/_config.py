@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -111,7 +111,3 @@ class SpoolConfig:
         for name, (value, ok, expected) in checks.items():
             if not ok:
                 raise SpoolConfigError(f"SpoolConfig.{name}={value!r} is out of range (expected {expected})")
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]

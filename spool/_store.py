@@ -353,10 +353,6 @@ class Store:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
-    def add_dropped(self, n: int) -> None:
-        with self._tx():
-            self._bump("dropped_total", n)
-
     # -- producer side ----------------------------------------------------------------------------------------
 
     def append(self, rows: Sequence[Encoded], now: float | None = None, *, dropped: int = 0) -> int:
@@ -595,14 +591,6 @@ class Store:
             ).fetchone()[0]
             oldest = db.execute("SELECT enqueued_at FROM spans ORDER BY seq LIMIT 1").fetchone()
         return pending, inflight, None if oldest is None else oldest[0]
-
-    def blocked(self) -> int:
-        """Rows that `claim(force=True)` cannot take now: leased by someone."""
-        return int(
-            self._db.execute(
-                "SELECT count(*) FROM spans WHERE lease_until > 0 AND lease_until > ?", (time.time(),)
-            ).fetchone()[0]
-        )
 
     def stats(self, extra_dropped: int = 0) -> SpoolStats:
         db = self._db

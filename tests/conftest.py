@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +51,17 @@ def sink(receiver: Receiver) -> SGPSink:
 @pytest.fixture
 def spool_path(tmp_path: Path) -> Path:
     return tmp_path / "spans.db"
+
+
+class RecordingSleep:
+    """An injectable `sleep` for `Spool(sleep=...)`: records each requested delay and yields without waiting."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        await asyncio.sleep(0)
 
 
 def span(i: int, trace: str = "trace-1", *, end: bool = False, **extra: object) -> dict[str, object]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAST, span
+from conftest import FAST, RecordingSleep, span
 
 from spool import SGPSink, Spool, SpoolConfig
 from spool._items import encode_item
@@ -404,20 +404,16 @@ def test_long_retry_after_is_honoured_even_by_flush(spool_path: Path, receiver: 
     """A Retry-After longer than a backoff step ends the round (the rows cool down); the next try, even a forced
     one from flush(), waits for it."""
     receiver.fail_status, receiver.retry_after, receiver.fail_count = 503, 3, 1
-    slept: list[float] = []
-
-    async def recording_sleep(seconds: float) -> None:
-        slept.append(seconds)
-        await asyncio.sleep(0)
+    slept = RecordingSleep()
 
     async def main() -> None:
-        async with Spool(spool_path, sink=sink, config=QUIET, sleep=recording_sleep) as sp:
+        async with Spool(spool_path, sink=sink, config=QUIET, sleep=slept) as sp:
             sp.put(span(1))
             assert await sp.flush(timeout=10)
 
     asyncio.run(main())
     assert receiver.requests == 2 and len(receiver.spans) == 1
-    assert slept and max(slept) > 2.0  # waited (most of) the 3 s the server asked for before the second request
+    assert slept.delays and max(slept.delays) > 2.0  # waited (most of) the 3 s the server asked for
 
 
 # -- flush() contract -----------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import FAST, span
+from conftest import FAST, RecordingSleep, span
 
 from spool import SGPSink, Spool, SpoolClosedError
 from spool._receiver import Receiver
@@ -83,20 +83,16 @@ def test_outage_keeps_everything_and_recovers(spool_path: Path, receiver: Receiv
 
 def test_retry_after_is_honoured(spool_path: Path, receiver: Receiver, sink: SGPSink) -> None:
     receiver.fail_status, receiver.retry_after, receiver.fail_count = 503, 0.04, 1
-    slept: list[float] = []
-
-    async def recording_sleep(seconds: float) -> None:
-        slept.append(seconds)
-        await asyncio.sleep(0)
+    slept = RecordingSleep()
 
     async def main() -> None:
-        async with Spool(spool_path, sink=sink, config=FAST, sleep=recording_sleep) as sp:
+        async with Spool(spool_path, sink=sink, config=FAST, sleep=slept) as sp:
             sp.put(span(1))
             assert await sp.flush(timeout=10)
 
     asyncio.run(main())
     assert len(receiver.spans) == 1
-    assert slept and slept[0] >= 0.04  # FAST backoff starts at 0.01: the server's Retry-After won
+    assert slept.delays and slept.delays[0] >= 0.04  # FAST backoff starts at 0.01: Retry-After won
 
 
 def test_sdk_retries_are_not_stacked_on_ours(spool_path: Path, receiver: Receiver, sink: SGPSink) -> None:

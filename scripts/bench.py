@@ -143,11 +143,7 @@ def file_bytes(path: Path) -> int:
 
 def delivered(spool: Spool) -> int:
     """Spans this spool's drainer delivered since open (counters only: no read of the file)."""
-    try:
-        m: dict[str, Any] = spool.metrics(gauges=False)  # type: ignore[call-arg]
-    except TypeError:  # an older Spool.metrics() without gauges
-        m = dict(spool.metrics())
-    return int(m.get("delivered") or 0)
+    return int(spool.metrics(gauges=False)["delivered"] or 0)
 
 
 def fill(path: Path, items: Sequence[dict[str, Any]], config: SpoolConfig | None = None) -> None:

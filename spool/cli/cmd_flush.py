@@ -67,7 +67,7 @@ async def run_flush(
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
         end = await spool.stats()
-        delivered = spool.metrics().get("delivered", 0)
+        delivered = spool.metrics(gauges=False)["delivered"]  # counters only: no blocking read on the loop
     finally:
         await spool.aclose(timeout=0)
     return {

@@ -1,17 +1,19 @@
-"""One thread per store connection (aiosqlite's model): every call runs there, in submission order, and each call
-is a whole transaction. A submitted call always runs to the end: cancelling the coroutine that awaits it (a
-timeout, a loop shutting down) never loses or half-does it."""
+"""Threads of our own for blocking work. `DbThread`: one per store connection (aiosqlite's model): every call runs
+there, in submission order, and each call is a whole transaction. A submitted call always runs to the end:
+cancelling the coroutine that awaits it (a timeout, a loop shutting down) never loses or half-does it. `Workers`:
+a pool of such threads, one per call in progress (the sink's requests)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["DbThread"]
+__all__ = ["DbThread", "Workers"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -58,3 +60,35 @@ class DbThread:
             self._calls.put(None)
         if self._thread is not threading.current_thread():
             self._thread.join()
+
+
+class Workers:
+    """Threads for blocking calls that may run side by side: each call gets an idle thread, or a new one, which
+    returns to the pool when the call ends. A call cancelled before it started is skipped; one that started runs
+    to the end even if its awaiter is cancelled. Threads do not survive `fork`: a child starts its own."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._idle: list[DbThread] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._idle, self._pid = [], os.getpid()
+            worker = self._idle.pop() if self._idle else DbThread(self._name)
+        fut = worker.submit(fn, *args, **kwargs)
+        fut.add_done_callback(lambda _: self._give_back(worker))
+        return await asyncio.wrap_future(fut)
+
+    def _give_back(self, worker: DbThread) -> None:
+        with self._lock:
+            self._idle.append(worker)
+
+    def close(self) -> None:
+        """Stop the idle threads (busy ones rejoin the pool when their call ends). The pool stays usable."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.close()

@@ -40,11 +40,13 @@ log = logging.getLogger("spool")
 
 @dataclass(slots=True)
 class _Lease:
-    """The rows of one claim still leased to us, and when that lease ends (`time.time()`; an estimate taken before
-    the store set it, so never later than the stored `lease_until`)."""
+    """One claim's lease: its id, when it ends (`time.time()`; an estimate taken before the store set it, so never
+    later than the stored one), whether it was lost (gone when we renewed it) or ended by a completion."""
 
-    held: set[int]
+    id: int
     until: float
+    lost: bool = False
+    ended: bool = False
 
 
 _Done = tuple[int, list[Claimed]]
@@ -151,24 +153,24 @@ class Drainer:
     async def _worker(self, force: bool, batch_size: int) -> None:
         assert self._slots is not None
         prepare = getattr(self._sink, "prepare", None)  # optional: set-up that must not eat into a lease
+        if prepare is not None:
+            with contextlib.suppress(Exception):  # a failing set-up surfaces in send(), as a delivery error
+                await prepare()
         nxt = _Next(batch_size, force)  # the batch claimed with the previous one's completion, if any
         try:
             while force or not self.paused:
-                if prepare is not None:
-                    with contextlib.suppress(Exception):  # a failing set-up surfaces in send(), as a delivery error
-                        await prepare()
                 async with self._slots:
                     rows, lease_until = nxt.rows, nxt.until
                     nxt.rows = []
                     if not rows:
                         lease_until = time.time() + self._config.lease_seconds  # taken before the claim: never later
                         rows = await self._claim(batch_size, force)
-                    if not rows or not await self._deliver_claim(rows, _Lease({r.seq for r in rows}, lease_until), nxt):
+                    if not rows or not await self._deliver_claim(rows, _Lease(rows[0].lease, lease_until), nxt):
                         return
         finally:
             if nxt.rows:  # paused or cancelled before sending it: give it back
                 with contextlib.suppress(RuntimeError):
-                    self._db.submit(self._store.release, self.owner, [r.seq for r in nxt.rows])
+                    self._db.submit(self._store.release, nxt.rows[0].lease)
 
     async def _claim(self, batch_size: int, force: bool) -> list[Claimed]:
         fut = self._db.submit(self._store.claim, self.owner, batch_size, self._config.lease_seconds, force=force)
@@ -189,30 +191,31 @@ class Drainer:
         res = fut.result()
         if rows := (res[1] if isinstance(res, tuple) else res):
             with contextlib.suppress(RuntimeError):  # the DB thread is shut down: the lease runs out by itself
-                self._db.submit(self._store.release, self.owner, [r.seq for r in rows])
+                self._db.submit(self._store.release, rows[0].lease)
 
     async def _deliver_claim(self, rows: Sequence[Claimed], lease: _Lease, nxt: _Next | None = None) -> bool:
         """Deliver one claimed batch (splitting rejections); False if the round failed and the rows were kept.
         With `nxt`, a batch that goes through whole is completed together with the claim of the next one."""
-        seqs = [r.seq for r in rows]
         try:
             await self._deliver(rows, lease, nxt=nxt)
         except TransientError as exc:
             pause = self._pause(exc.retry_after)
             self.counters["cooldowns"] += 1
-            await self._db(self._store.release, self.owner, seqs, time.time() + pause)
+            await self._db(self._store.release, lease.id, [r.seq for r in rows], time.time() + pause)
             self._log_once(
                 "transient", f"spool: delivery failing ({exc}); {len(rows)} spans kept, retry in {pause:.0f}s"
             )
             return False
         except CredentialsError as exc:
             pause = self._pause(None)
-            await self._db(self._store.release, self.owner, seqs)
+            await self._db(self._store.release, lease.id)
             self._log_once("credentials", f"spool: credentials refused ({exc}); spans kept, probing in {pause:.0f}s")
             return False
         except BaseException:
-            self._db.submit(self._store.release, self.owner, seqs)  # cancelled mid-send: give the rows back now
+            self._db.submit(self._store.release, lease.id)  # cancelled mid-send: give the rows back now
             raise
+        if not lease.ended:  # split, or lost: rows left unsent (rejected, updated meanwhile) are free again
+            await self._db(self._store.release, lease.id)
         if self._failed_rounds:
             self._failed_rounds = 0
             self._logged.clear()
@@ -230,19 +233,21 @@ class Drainer:
 
         return run
 
-    async def _complete_claim(self, sent: Sequence[Claimed], nxt: _Next) -> None:
-        """`Store.complete_and_claim` in one trip to the DB thread; the claimed rows go to `nxt`. The completion
-        happens even if we are cancelled (shielded); rows claimed by an abandoned call are given back."""
+    async def _complete_claim(self, sent: Sequence[Claimed], lease: _Lease, nxt: _Next) -> None:
+        """`Store.complete_and_claim` in one trip to the DB thread: ends `lease`, and the next batch (none while
+        paused) goes to `nxt`. The completion happens even if we are cancelled (shielded); rows claimed by an
+        abandoned call are given back."""
         until = time.time() + self._config.lease_seconds  # taken before the claim: never later
         cfg = self._config
         fut = self._db.submit(
             self._counted(self._store.complete_and_claim),
             self.owner,
             sent,
-            nxt.size,
+            nxt.size if nxt.force or not self.paused else 0,
             cfg.lease_seconds,
             force=nxt.force,
         )
+        lease.ended = True
         try:
             _, nxt.rows = await asyncio.shield(asyncio.wrap_future(fut))
         except asyncio.CancelledError:
@@ -278,10 +283,10 @@ class Drainer:
         if not sent:
             return False  # every row went to another drainer meanwhile
         if rejected is None:
-            if nxt is not None and (nxt.force or not self.paused):
-                await self._complete_claim(sent, nxt)
+            if nxt is not None:
+                await self._complete_claim(sent, lease, nxt)
             else:
-                await self._db(self._counted(self._store.complete), self.owner, sent)
+                await self._db(self._counted(self._store.complete), sent)
             self.last_error = None
             return True
         self.counters["rejected_requests"] += 1
@@ -289,7 +294,7 @@ class Drainer:
             size = _request_bytes(sent)
             self._too_large = size if self._too_large is None else min(self._too_large, size)
         if len(sent) == 1:
-            if await self._db(self._store.to_dead, self.owner, sent[0], rejected.status, rejected.detail):
+            if await self._db(self._store.to_dead, sent[0], rejected.status, rejected.detail):
                 self.counters["dead"] += 1
                 log.warning("spool: span rejected (%s), moved to dead letters", rejected)
             return False
@@ -307,36 +312,43 @@ class Drainer:
         """One batch, with tenacity's attempts for transient failures; every failure is recorded. Returns the rows
         sent (those still leased to us) and the rejection, if the sink rejected them. Raises `TransientError` when
         the attempts ran out and `CredentialsError` at once."""
-        cfg = self._config
-        async for attempt in retrying(cfg, self._sleep):
+        try:  # the first attempt outside tenacity: on the common path, tenacity's set-up would cost more than it
+            return await self._attempt(rows, lease)
+        except TransientError as failed:
+            first: TransientError | None = failed
+        async for attempt in retrying(self._config, self._sleep):
             with attempt:
-                rows = await self._hold(rows, lease)
-                if not rows:
-                    break
-                try:
-                    await self._post(rows)
-                except RejectedError as exc:
-                    await self._failed(exc, rows)
-                    return rows, exc
-                except DeliveryError as exc:
-                    await self._failed(exc, rows)
-                    raise
-                self.counters["requests"] += 1
+                if first is not None:  # tenacity's attempt 1 is the one that just failed: its outcome, replayed
+                    replay, first = first, None
+                    raise replay
+                return await self._attempt(rows, lease)
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    async def _attempt(self, rows: Sequence[Claimed], lease: _Lease) -> tuple[Sequence[Claimed], RejectedError | None]:
+        rows = await self._hold(rows, lease)
+        if not rows:
+            return rows, None
+        try:
+            await self._post(rows)
+        except DeliveryError as exc:
+            await self._failed(exc, rows, lease)
+            if isinstance(exc, RejectedError):
+                return rows, exc
+            raise
+        self.counters["requests"] += 1
         return rows, None
 
     async def _hold(self, rows: Sequence[Claimed], lease: _Lease) -> Sequence[Claimed]:
         """Make sure the lease outlives the next request: renew it when less than `request_timeout` (plus a margin)
-        is left. Rows whose lease ran out and went to another drainer are dropped from the batch."""
+        is left. A lease that ran out and was taken over is lost: no rows are ours to send (returns empty)."""
         cfg = self._config
         margin = min(1.0, (cfg.lease_seconds - cfg.request_timeout) / 2)
-        if lease.until - time.time() < cfg.request_timeout + margin:
+        if not lease.lost and lease.until - time.time() < cfg.request_timeout + margin:
             until = time.time() + cfg.lease_seconds
-            lease.held = await self._db(self._store.renew, self.owner, sorted(lease.held), cfg.lease_seconds)
+            lease.lost = not await self._db(self._store.renew, lease.id, cfg.lease_seconds)
             lease.until = until
             self.counters["lease_renewals"] += 1
-        if all(r.seq in lease.held for r in rows):
-            return rows
-        return [r for r in rows if r.seq in lease.held]
+        return () if lease.lost else rows
 
     async def _post(self, rows: Sequence[Claimed]) -> None:
         """One request, cut off at `request_timeout` whatever the sink does (the lease is sized on that)."""
@@ -351,7 +363,7 @@ class Drainer:
         except Exception as exc:  # a sink bug is not a reason to lose or drop spans
             raise TransientError(f"sink raised {type(exc).__name__}: {exc}") from exc
 
-    async def _failed(self, exc: DeliveryError, rows: Sequence[Claimed]) -> None:
+    async def _failed(self, exc: DeliveryError, rows: Sequence[Claimed], lease: _Lease) -> None:
         """Record a failed request: `last_error` (here and in the file, for every process's `stats`), a counted
         attempt on each row (transient failures only), and the server's `Retry-After`."""
         text = str(exc)
@@ -368,7 +380,7 @@ class Drainer:
             # Count the attempt and keep the lease through the backoff sleep and the next request.
             cfg = self._config
             await self._db(
-                self._store.attempt_failed, self.owner, [r.seq for r in rows], cfg.lease_seconds + cfg.backoff_max
+                self._store.attempt_failed, lease.id, [r.seq for r in rows], cfg.lease_seconds + cfg.backoff_max
             )
         await self._db(self._store.set_error, text)
 

@@ -7,7 +7,6 @@ of failure it was: `TransientError` (retry), `RejectedError` (some item is bad: 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import email.utils
 import os
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import orjson
 
+from ._dbthread import Workers
 from ._errors import CredentialsError, DeliveryError, RejectedError, SpoolConfigError, TransientError
 
 if TYPE_CHECKING:
@@ -93,12 +93,14 @@ class SGPSink:
 
     Credentials and base URL come from the arguments, else the SDK's environment (`SGP_API_KEY`, `SGP_ACCOUNT_ID`,
     `SGP_CLIENT_BASE_URL`); the constructor raises `SpoolConfigError` when the key or account is missing. The SDK
-    (imported off the caller's thread, started at construction) supplies the base URL and headers. Requests go
-    through one keep-alive `httpx.AsyncHTTPTransport` per event loop, re-created when the loop changes; the sink
-    calls the transport directly (httpx's public transport API), which halves httpx's CPU per request against
-    `AsyncClient.put` and skips what a span upload never uses (cookies, redirects, auth flows). A proxy from the
-    environment (`HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`) is honoured as httpx would. The SDK's own retries are not
-    used: the drainer's retry policy is the only one.
+    (imported off the caller's thread, started at construction) supplies the base URL and headers.
+
+    Requests go through one keep-alive `httpx.HTTPTransport` (httpx's public transport API), each made in a sender
+    thread of the sink's own, one per request in flight: the event loop only hands the stored bytes over and awaits
+    the outcome, so building, sending and parsing never stall it, and the sync transport costs half the CPU of the
+    async one per request. Not bound to an event loop: any loop can send, and a forked child makes its own
+    connections. A proxy from the environment (`HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`) is honoured as httpx would.
+    The SDK's own retries are not used: the drainer's retry policy is the only one.
     """
 
     def __init__(self, api_key: str | None = None, account_id: str | None = None, base_url: str | None = None) -> None:
@@ -112,8 +114,10 @@ class SGPSink:
             )
         self._url: httpx.URL | None = None
         self._headers: httpx.Headers | None = None
-        self._transport: httpx.AsyncHTTPTransport | None = None
-        self._transport_loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._transport: httpx.HTTPTransport | None = None
+        self._transport_pid = 0
+        self._senders = Workers("spool-send")
         # The SDK import takes about a second: start it now, off the caller's thread, so the first send is quick.
         self._configured = threading.Thread(target=self._try_configure, name="spool-sgp-config", daemon=True)
         self._configured.start()
@@ -141,35 +145,35 @@ class SGPSink:
         with contextlib.suppress(Exception):  # retried on first send, where the error surfaces
             self._configure()
 
-    async def _transport_for_loop(self) -> httpx.AsyncHTTPTransport:
-        loop = asyncio.get_running_loop()
-        if self._transport is None or self._transport_loop is not loop:
-            if self._configured.is_alive():
-                await asyncio.to_thread(self._configured.join)
-            if self._url is None:
-                self._configure()  # the background attempt failed: do it here and let the error surface
-            if self._transport is None or self._transport_loop is not loop:  # re-check: a concurrent send may have won
+    def _ready(self) -> httpx.HTTPTransport:
+        """The configuration done and a transport for this process (blocking: call it in a sender thread)."""
+        self._configured.join()
+        if self._url is None:
+            self._configure()  # the background attempt failed: do it here and let the error surface
+        with self._lock:
+            if self._transport is None or self._transport_pid != os.getpid():  # a forked child: its own sockets
                 import httpx
 
-                assert self._url is not None
-                old, old_loop = self._transport, self._transport_loop
-                self._transport = httpx.AsyncHTTPTransport(
+                self._transport = httpx.HTTPTransport(
                     proxy=_proxy_for(str(self._url)), limits=httpx.Limits(max_keepalive_connections=16), retries=0
                 )
-                self._transport_loop = loop
-                if old is not None and old_loop is not None:
-                    await _close_elsewhere(old, old_loop)
-        return self._transport
+                self._transport_pid = os.getpid()
+            return self._transport
 
     async def prepare(self) -> None:
-        """Finish set-up (SDK configuration, a transport for this loop) before a batch is leased, so a request's
-        timeout and lease cover the request only. Raises what `send` would raise for a bad configuration."""
-        await self._transport_for_loop()
+        """Finish set-up (SDK configuration, the transport) before a batch is leased, so a request's timeout and
+        lease cover the request only. Raises what `send` would raise for a bad configuration."""
+        if self._transport is None or self._transport_pid != os.getpid():
+            await self._senders.run(self._ready)
 
     async def send(self, items: Sequence[bytes], *, timeout: float) -> None:
+        await self._senders.run(self._put, items, timeout)
+
+    def _put(self, items: Sequence[bytes], timeout: float) -> None:
+        """One request, in a sender thread. Every socket operation is cut off at `timeout`."""
         import httpx
 
-        transport = await self._transport_for_loop()
+        transport = self._ready()
         request = httpx.Request(
             "PUT",
             self._url,  # type: ignore[arg-type]
@@ -178,11 +182,11 @@ class SGPSink:
             extensions={"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}},
         )
         try:
-            resp = await transport.handle_async_request(request)
+            resp = transport.handle_request(request)
             try:
-                body = await resp.aread()
+                body = resp.read()
             finally:
-                await resp.aclose()
+                resp.close()
         except httpx.TimeoutException as exc:
             raise TransientError(f"timed out after {timeout:g}s ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
@@ -192,14 +196,12 @@ class SGPSink:
             raise err
 
     async def aclose(self) -> None:
-        transport, loop = self._transport, self._transport_loop
-        self._transport = self._transport_loop = None
-        if transport is None or loop is None:
-            return
-        if loop is asyncio.get_running_loop():
-            await transport.aclose()
-        else:
-            await _close_elsewhere(transport, loop)
+        """Close the connections and stop idle sender threads (the sink reconnects when used again)."""
+        with self._lock:
+            transport, self._transport = self._transport, None
+        self._senders.close()
+        if transport is not None:
+            transport.close()
 
 
 def _proxy_for(url: str) -> str | None:
@@ -214,9 +216,3 @@ def _proxy_for(url: str) -> str | None:
     if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
         return None
     return proxy
-
-
-async def _close_elsewhere(transport: httpx.AsyncHTTPTransport, loop: asyncio.AbstractEventLoop) -> None:
-    """Close a transport that belongs to another loop, on that loop while it runs (a dead loop's cannot be awaited)."""
-    if loop.is_running() and not loop.is_closed():
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(transport.aclose(), loop))

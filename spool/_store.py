@@ -4,13 +4,21 @@ Every method is one transaction and may block (disk, other processes' locks); th
 connection's own thread. Rows are keyed by `(trace_id, span_id)`; each update bumps `version`, and delivery deletes
 only the version that was sent. Nothing is deleted except by `complete` (delivered), `to_dead` (moved to the dead
 table), `dead_purge` and the overflow policy (counted in `dropped_total`).
+
+Leases: a claim takes up to `limit` deliverable rows from the first run of `seq`s that no live lease covers, and
+records one row in `leases` (owner, the claim's first and last `seq`, `until`): the span rows themselves are not
+rewritten, which halves the cost of a claim. Other drainers skip every `seq` inside a live lease's range until it
+ends (completed, released, or expired; expired leases are deleted by the next claim, and a lease that is gone cannot
+be renewed, so its holder drops the rows it had not sent yet).
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import operator
 import os
+import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,11 +43,25 @@ __all__ = [
     "wal_limit",
 ]
 
-SCHEMA_VERSION = 1
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+SCHEMA_VERSION = 2
+
+
+def _v1_to_v2(db: sqlite3.Connection) -> None:
+    """Schema 2 leases ranges of rows (table `leases`) instead of writing `lease_owner`/`lease_until` into each row.
+    The two old columns stay (dropping them rewrites the table) but are no longer read; leases held in them by a
+    drainer of schema 1 are not honoured after the upgrade (at worst a batch is sent twice)."""
+    db.execute(
+        "CREATE TABLE leases (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,"
+        " until REAL NOT NULL)"
+    )
+    db.execute("DROP INDEX IF EXISTS spans_leased")
+
+
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
 """`_MIGRATIONS[n]` turns a schema-`n` file into schema `n + 1`; `Store` runs the chain in one transaction."""
 TOP_TRACES_MAX_ROWS = 100_000
 """Above this many pending rows, `Store.stats_detail` skips counting the top traces unless asked (time budget)."""
+_MAX_SEQ = 2**63 - 1
 _APP_ID = 0x5350_4F4C  # "SPOL": marks the file as a spool
 
 _SCHEMA = """
@@ -52,12 +74,9 @@ CREATE TABLE spans (
     body BLOB NOT NULL,
     enqueued_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    lease_owner TEXT,
-    lease_until REAL NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL DEFAULT 0,
     UNIQUE (trace_id, span_id)
 );
-CREATE INDEX spans_leased ON spans (lease_until) WHERE lease_until > 0;
 CREATE INDEX spans_cooling ON spans (next_attempt_at) WHERE next_attempt_at > 0;
 CREATE INDEX spans_attempted ON spans (attempts) WHERE attempts > 0;
 CREATE TABLE dead (
@@ -73,6 +92,8 @@ CREATE TABLE dead (
     failed_at REAL NOT NULL
 );
 CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
+CREATE TABLE leases (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,
+    until REAL NOT NULL);
 """
 
 _ATTEMPTED_INDEX = "CREATE INDEX IF NOT EXISTS spans_attempted ON spans (attempts) WHERE attempts > 0"
@@ -156,13 +177,15 @@ def _file_size(p: Path) -> int:
 
 
 class Claimed(NamedTuple):
-    """One leased row: what was sent, and which version of it. (A NamedTuple: a claim builds one per row, on the
-    store's thread, holding the GIL; a frozen dataclass costs ~4x as much to make.)"""
+    """One leased row: what was sent, which version of it, and the lease (a row of `leases`) that holds it. (A
+    NamedTuple: a claim builds one per row, on the store's thread, holding the GIL; a frozen dataclass costs ~4x as
+    much to make.)"""
 
     seq: int
     version: int
     attempts: int
     body: bytes
+    lease: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +279,7 @@ class Store:
             self._check_header()
         self._migrate()
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if missing := {"spans", "dead", "meta"} - tables:
+        if missing := {"spans", "dead", "meta", "leases"} - tables:
             raise SpoolCorruptError(f"{self.path} is not a complete spool database (no table {', '.join(missing)})")
         if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'spans_attempted'").fetchone() is None:
             # Migration note: index added within schema 1 (for `spool stats` attempts buckets). Files made before it
@@ -406,16 +429,17 @@ class Store:
         # drop_oldest: evict the oldest pending rows that no drainer holds, then the oldest of `rows` if need be.
         short = sum(costs) - room
         victims: list[tuple[int]] = []
+        live = self._live(now)
         cur = db.execute(
             """SELECT seq, length(body) + (length(body) >> 3) + 4 * (length(trace_id) + length(span_id)) + 96
-               FROM spans WHERE lease_until <= ? ORDER BY seq""",
-            (now,),
+               FROM spans ORDER BY seq"""
         )
         for seq, cost in cur:
             if short <= 0:
                 break
-            victims.append((seq,))
-            short -= cost
+            if not _covered(live, seq):
+                victims.append((seq,))
+                short -= cost
         cur.close()
         db.executemany("DELETE FROM spans WHERE seq = ?", victims)
         lost = len(victims)
@@ -474,90 +498,106 @@ class Store:
 
     # -- drainer side -----------------------------------------------------------------------------------------
 
+    def _live(self, now: float) -> list[tuple[int, int]]:
+        """The `seq` ranges of live leases, sorted, overlaps merged."""
+        out: list[tuple[int, int]] = []
+        for lo, hi in self._db.execute("SELECT lo, hi FROM leases WHERE until > ? ORDER BY lo", (now,)):
+            if out and lo <= out[-1][1] + 1:
+                out[-1] = (out[-1][0], max(out[-1][1], hi))
+            else:
+                out.append((lo, hi))
+        return out
+
     def claim(self, owner: str, limit: int, lease_seconds: float, *, force: bool = False) -> list[Claimed]:
-        """Lease up to `limit` deliverable rows, oldest first. `force` ignores cool-downs (not others' leases)."""
+        """Lease up to `limit` deliverable rows, oldest first, from the first run of rows no live lease covers.
+        `force` ignores cool-downs (not others' leases)."""
         with self._tx():
             return self._claim(owner, limit, lease_seconds, force)
 
     def _claim(self, owner: str, limit: int, lease_seconds: float, force: bool) -> list[Claimed]:
-        now = time.time()
-        cooled = "" if force else "AND next_attempt_at <= :now"
-        rows = self._db.execute(
-            f"""UPDATE spans SET lease_owner = :owner, lease_until = :until
-                WHERE seq IN (SELECT seq FROM spans WHERE lease_until <= :now {cooled} ORDER BY seq LIMIT :n)
-                RETURNING seq, version, attempts, body""",
-            {"owner": owner, "until": now + lease_seconds, "now": now, "n": limit},
-        ).fetchall()
-        rows.sort()
-        return list(map(Claimed._make, rows))
+        db, now = self._db, time.time()
+        if limit <= 0:
+            return []
+        db.execute("DELETE FROM leases WHERE until <= ?", (now,))  # their rows are free again
+        live = self._live(now)
+        lease = random.getrandbits(62) + 1  # never reused: a holder whose lease expired cannot renew another's
+        cooled = "" if force else " AND next_attempt_at <= :now"
+        sql = f"""SELECT seq, version, attempts, body, :lease FROM spans
+                  WHERE seq > :after AND seq < :before{cooled} ORDER BY seq LIMIT :n"""
+        after = -_MAX_SEQ - 1
+        for lo, hi in [*live, (_MAX_SEQ, _MAX_SEQ)]:
+            if lo > after + 1:
+                args = {"after": after, "before": lo, "now": now, "n": limit, "lease": lease}
+                if rows := db.execute(sql, args).fetchall():
+                    db.execute(
+                        "INSERT INTO leases (id, owner, lo, hi, until) VALUES (?, ?, ?, ?, ?)",
+                        (lease, owner, rows[0][0], rows[-1][0], now + lease_seconds),
+                    )
+                    return list(map(Claimed._make, rows))
+            after = max(after, hi)
+        return []
 
-    def attempt_failed(self, owner: str, seqs: Iterable[int], lease_seconds: float) -> None:
+    def attempt_failed(self, lease: int, seqs: Iterable[int], lease_seconds: float) -> None:
         """Count one failed attempt on each row and renew the lease for the next one."""
         with self._tx() as db:
-            db.executemany(
-                "UPDATE spans SET attempts = attempts + 1, lease_until = ? WHERE seq = ? AND lease_owner = ?",
-                [(time.time() + lease_seconds, s, owner) for s in seqs],
-            )
+            db.executemany("UPDATE spans SET attempts = attempts + 1 WHERE seq = ?", [(s,) for s in seqs])
+            db.execute("UPDATE leases SET until = ? WHERE id = ?", (time.time() + lease_seconds, lease))
 
-    def renew(self, owner: str, seqs: Sequence[int], lease_seconds: float) -> set[int]:
-        """Extend `owner`'s lease on `seqs` to `lease_seconds` from now. Returns the seqs still leased to `owner`
-        (not those delivered, dead-lettered or, after the lease ran out, taken by another drainer)."""
+    def renew(self, lease: int, lease_seconds: float) -> bool:
+        """Extend `lease` to `lease_seconds` from now. False when it is gone (it expired and another drainer's claim
+        removed it): its rows may be another drainer's now."""
         with self._tx() as db:
-            cur = db.execute(
-                "UPDATE spans SET lease_until = ? WHERE lease_owner = ? AND seq IN (SELECT value FROM json_each(?))"
-                " RETURNING seq",
-                (time.time() + lease_seconds, owner, "[" + ",".join(map(str, seqs)) + "]"),
+            return (
+                db.execute("UPDATE leases SET until = ? WHERE id = ?", (time.time() + lease_seconds, lease)).rowcount
+                > 0
             )
-            return {s for (s,) in cur.fetchall()}
 
-    def complete(self, owner: str, sent: Sequence[Claimed]) -> int:
-        """The sink took `sent`: delete exactly the versions sent, release rows updated meanwhile, and clear
-        `last_error` (a success, whichever process had it).
+    def complete(self, sent: Sequence[Claimed]) -> int:
+        """The sink took `sent`: delete exactly the versions sent (rows updated meanwhile stay, and are sent again
+        once their lease ends) and clear `last_error` (a success, whichever process had it).
 
         Returns how many rows were deleted (added to `delivered_total` in the same transaction).
         """
         with self._tx():
-            return self._complete(owner, sent)
+            return self._complete(sent)
 
     def complete_and_claim(
         self, owner: str, sent: Sequence[Claimed], limit: int, lease_seconds: float, *, force: bool = False
     ) -> tuple[int, list[Claimed]]:
-        """`complete(owner, sent)` then `claim(owner, limit, lease_seconds, force=force)` in one transaction (one
-        trip to the store's thread per batch on the steady path). Returns (rows deleted, rows claimed)."""
-        with self._tx():
-            return self._complete(owner, sent), self._claim(owner, limit, lease_seconds, force)
+        """`complete(sent)`, end the lease of `sent`, then `claim(owner, limit, lease_seconds, force=force)` (none when
+        `limit` is 0), in one transaction: one trip to the store's thread per batch on the steady path. Returns
+        (rows deleted, rows claimed)."""
+        with self._tx() as db:
+            deleted = self._complete(sent)
+            db.execute("DELETE FROM leases WHERE id = ?", (sent[0].lease,))
+            return deleted, self._claim(owner, limit, lease_seconds, force)
 
-    def _complete(self, owner: str, sent: Sequence[Claimed]) -> int:
+    def _complete(self, sent: Sequence[Claimed]) -> int:
         db = self._db
         before = db.total_changes
         db.executemany("DELETE FROM spans WHERE seq = ? AND version = ?", [(c.seq, c.version) for c in sent])
         deleted = db.total_changes - before
-        if deleted < len(sent):
-            self._release(owner, [c.seq for c in sent], None)
         self._bump("delivered_total", deleted)
         db.execute("DELETE FROM meta WHERE key IN ('last_error', 'last_error_at')")
         return deleted
 
-    def release(self, owner: str, seqs: Sequence[int], next_attempt_at: float | None = None) -> None:
-        """Give leased rows back; with `next_attempt_at`, they cool down until then."""
-        with self._tx():
-            self._release(owner, seqs, next_attempt_at)
-
-    def _release(self, owner: str, seqs: Sequence[int], next_attempt_at: float | None) -> None:
-        cool = "" if next_attempt_at is None else f", next_attempt_at = {float(next_attempt_at)!r}"
-        self._db.executemany(
-            f"UPDATE spans SET lease_owner = NULL, lease_until = 0{cool} WHERE seq = ? AND lease_owner = ?",
-            [(s, owner) for s in seqs],
-        )
+    def release(self, lease: int, seqs: Sequence[int] = (), next_attempt_at: float | None = None) -> None:
+        """End `lease`: its rows are free again; with `next_attempt_at`, `seqs` cool down until then."""
+        with self._tx() as db:
+            if next_attempt_at is not None:
+                db.executemany(
+                    "UPDATE spans SET next_attempt_at = ? WHERE seq = ?", [(float(next_attempt_at), s) for s in seqs]
+                )
+            db.execute("DELETE FROM leases WHERE id = ?", (lease,))
 
     def release_owner(self, owner: str) -> None:
-        """Release every lease `owner` holds (on close)."""
+        """End every lease `owner` holds (on close)."""
         with self._tx() as db:
-            db.execute("UPDATE spans SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = ?", (owner,))
+            db.execute("DELETE FROM leases WHERE owner = ?", (owner,))
 
-    def to_dead(self, owner: str, row: Claimed, status: int | None, detail: str | None) -> bool:
-        """Move the sent version of a rejected row to the dead table. False if the row changed meanwhile
-        (then it is released, and its newer version is tried)."""
+    def to_dead(self, row: Claimed, status: int | None, detail: str | None) -> bool:
+        """Move the sent version of a rejected row to the dead table. False if the row changed meanwhile (its newer
+        version is tried once the lease ends)."""
         with self._tx() as db:
             moved = db.execute(
                 """INSERT INTO dead (trace_id, span_id, name, body, status, detail, attempts, enqueued_at, failed_at)
@@ -568,8 +608,6 @@ class Store:
             if moved:
                 db.execute("DELETE FROM spans WHERE seq = ?", (row.seq,))
                 self._bump("dead_total", 1)
-            else:
-                self._release(owner, [row.seq], None)
         return bool(moved)
 
     # -- reading ----------------------------------------------------------------------------------------------
@@ -586,9 +624,10 @@ class Store:
         db, now = self._db, time.time()
         with _read(db):
             pending = db.execute("SELECT count(*) FROM spans").fetchone()[0]
-            inflight = db.execute(
-                "SELECT count(*) FROM spans WHERE lease_until > 0 AND lease_until > ?", (now,)
-            ).fetchone()[0]
+            inflight = sum(
+                db.execute("SELECT count(*) FROM spans WHERE seq BETWEEN ? AND ?", r).fetchone()[0]
+                for r in self._live(now)
+            )
             oldest = db.execute("SELECT enqueued_at FROM spans ORDER BY seq LIMIT 1").fetchone()
         return pending, inflight, None if oldest is None else oldest[0]
 
@@ -712,6 +751,12 @@ class Store:
             where, args = f"({where}) AND failed_at < ?", [*args, time.time() - older_than]
         with self._tx() as db:
             return int(db.execute(f"DELETE FROM dead WHERE {where}", args).rowcount)
+
+
+def _covered(live: Sequence[tuple[int, int]], seq: int) -> bool:
+    """`seq` lies in one of `live`'s sorted, disjoint ranges."""
+    i = bisect.bisect_right(live, (seq, _MAX_SEQ)) - 1
+    return i >= 0 and live[i][0] <= seq <= live[i][1]
 
 
 def _id_filter(ids: Sequence[int] | None) -> tuple[str, list[Any]]:

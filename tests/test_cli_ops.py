@@ -184,14 +184,14 @@ def test_stats_detail_attempt_buckets_top_traces_and_last_error_at(tmp_path: Pat
     try:
         rows = store.claim("me", 9, 60)
         seqs = [r.seq for r in rows]
-        store.attempt_failed("me", seqs[:4], 60)  # 4 rows with 1 attempt
-        store.attempt_failed("me", seqs[:2], 60)  # 2 of them with 2
-        store.attempt_failed("me", seqs[:1], 60)  # 1 with 3
+        store.attempt_failed(rows[0].lease, seqs[:4], 60)  # 4 rows with 1 attempt
+        store.attempt_failed(rows[0].lease, seqs[:2], 60)  # 2 of them with 2
+        store.attempt_failed(rows[0].lease, seqs[:1], 60)  # 1 with 3
         for _ in range(2):
-            store.attempt_failed("me", seqs[8:], 60)  # the last with 2, then...
+            store.attempt_failed(rows[0].lease, seqs[8:], 60)  # the last with 2, then...
         for _ in range(3):
-            store.attempt_failed("me", seqs[8:], 60)  # ... 5
-        store.release("me", seqs)
+            store.attempt_failed(rows[0].lease, seqs[8:], 60)  # ... 5
+        store.release(rows[0].lease)
         store.set_error("503 Service Unavailable")
     finally:
         store.close()

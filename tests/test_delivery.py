@@ -36,12 +36,16 @@ def open_store(path: Path) -> Iterator[Store]:
         store.close()
 
 
+LEASE_OWNER = "SELECT owner FROM leases WHERE spans.seq BETWEEN lo AND hi AND until > ?"
+
+
 def rows(path: Path) -> list[dict[str, Any]]:
-    """Every pending row's bookkeeping, by seq."""
+    """Every pending row's bookkeeping, by seq (`lease_owner`: the owner of a live lease covering it, or None)."""
     with open_store(path) as store:
         cur = store._db.execute(
-            "SELECT span_id, version, is_end, attempts, lease_owner, lease_until, next_attempt_at"
-            " FROM spans ORDER BY seq"
+            f"SELECT span_id, version, is_end, attempts, ({LEASE_OWNER}) AS lease_owner, next_attempt_at"
+            " FROM spans ORDER BY seq",
+            (time.time(),),
         )
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
@@ -248,7 +252,7 @@ def test_dead_retry_of_an_end_replaces_a_pending_start(spool_path: Path) -> None
     with open_store(spool_path) as store:
         store.append([encode_item(span(1, end=True), 1 << 20)])
         [claimed] = store.claim("me", 10, 30)
-        assert store.to_dead("me", claimed, 422, "nope")
+        assert store.to_dead(claimed, 422, "nope")
         store.append([encode_item(span(1), 1 << 20)])  # a start of the same span arrives later
         [dead] = store.dead_list()
         assert store.dead_retry([dead.id]) == 1
@@ -339,7 +343,9 @@ def test_transient_rounds_cool_down_longer_and_keep_rows(spool_path: Path, recei
                 db = store._db
                 db.execute("BEGIN")  # one snapshot of the rows and of the last error's time
                 try:
-                    rs = db.execute("SELECT attempts, lease_owner, next_attempt_at FROM spans").fetchall()
+                    rs = db.execute(
+                        f"SELECT attempts, ({LEASE_OWNER}), next_attempt_at FROM spans", (time.time(),)
+                    ).fetchall()
                     failed_at = store.meta("last_error_at")
                 finally:
                     db.execute("COMMIT")
@@ -423,7 +429,7 @@ def test_flush_tries_cooled_down_rows_at_once(spool_path: Path, receiver: Receiv
     store_only(spool_path, [span(i) for i in range(5)])
     with open_store(spool_path) as store:
         claimed = store.claim("earlier-drainer", 10, 30)
-        store.release("earlier-drainer", [c.seq for c in claimed], next_attempt_at=time.time() + 3600)
+        store.release(claimed[0].lease, [c.seq for c in claimed], next_attempt_at=time.time() + 3600)
 
     async def main() -> None:
         async with Spool(spool_path, sink=sink, config=QUIET) as sp:

@@ -138,7 +138,7 @@ def test_export_filters_by_trace_and_exports_dead_letters(tmp_path: Path) -> Non
     store = Store(src, SpoolConfig())
     try:
         claimed = store.claim("me", 1, 60)
-        assert store.to_dead("me", claimed[0], 422, "bad")
+        assert store.to_dead(claimed[0], 422, "bad")
     finally:
         store.close()
 
@@ -191,7 +191,7 @@ def test_iter_bodies_pages_through_everything_in_order(tmp_path: Path, chunk: in
         it = store.iter_bodies(chunk=chunk)
         first = next(it)
         sent = store.claim("me", 50, 60)
-        store.complete("me", sent[25:])
+        store.complete(sent[25:])
         rest = list(it)
         assert [first, *rest] == expected[: 1 + len(rest)]
     finally:

@@ -426,24 +426,25 @@ def test_reclaim_gives_free_pages_back_in_steps(spool_path: Path) -> None:
 # -- migrations ---------------------------------------------------------------------------------------------
 
 
-def _v1_file(path: Path) -> None:
+def _current_file(path: Path) -> int:
     store = Store(path)
     store.append([encode_item(span(i), 1 << 20) for i in range(5)])
     store.close()
+    return store_mod.SCHEMA_VERSION
 
 
 def test_older_schema_is_migrated_in_one_transaction(spool_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _v1_file(spool_path)
+    version = _current_file(spool_path)
 
-    def to_v2(db: sqlite3.Connection) -> None:
+    def to_next(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE spans ADD COLUMN note TEXT")
         db.execute("UPDATE spans SET note = 'migrated'")
 
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(store_mod, "_MIGRATIONS", {1: to_v2})
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", version + 1)
+    monkeypatch.setattr(store_mod, "_MIGRATIONS", {version: to_next})
     store = Store(spool_path)
     try:
-        assert store._db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert store._db.execute("PRAGMA user_version").fetchone()[0] == version + 1
         notes = store._db.execute("SELECT note FROM spans").fetchall()
         assert notes == [("migrated",)] * 5
     finally:
@@ -451,20 +452,68 @@ def test_older_schema_is_migrated_in_one_transaction(spool_path: Path, monkeypat
 
 
 def test_a_failing_migration_changes_nothing(spool_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _v1_file(spool_path)
+    version = _current_file(spool_path)
 
     def broken(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE spans ADD COLUMN note TEXT")
         db.execute("UPDATE no_such_table SET x = 1")
 
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(store_mod, "_MIGRATIONS", {1: broken})
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", version + 1)
+    monkeypatch.setattr(store_mod, "_MIGRATIONS", {version: broken})
     with pytest.raises(SpoolError):
         Store(spool_path)
     with sqlite3.connect(spool_path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == version
         columns = [r[1] for r in db.execute("PRAGMA table_info(spans)")]
         assert "note" not in columns and db.execute("SELECT count(*) FROM spans").fetchone()[0] == 5
+
+
+_SCHEMA_1 = """
+CREATE TABLE spans (seq INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, span_id TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1, is_end INTEGER NOT NULL, body BLOB NOT NULL, enqueued_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, lease_owner TEXT, lease_until REAL NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0, UNIQUE (trace_id, span_id));
+CREATE INDEX spans_leased ON spans (lease_until) WHERE lease_until > 0;
+CREATE INDEX spans_cooling ON spans (next_attempt_at) WHERE next_attempt_at > 0;
+CREATE INDEX spans_attempted ON spans (attempts) WHERE attempts > 0;
+CREATE TABLE dead (id INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, span_id TEXT NOT NULL, name TEXT,
+    body BLOB NOT NULL, status INTEGER, detail TEXT, attempts INTEGER NOT NULL, enqueued_at REAL NOT NULL,
+    failed_at REAL NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
+PRAGMA application_id = 1397772108;
+PRAGMA user_version = 1;
+"""
+
+
+def test_schema_1_file_is_upgraded_and_its_rows_delivered(spool_path: Path) -> None:
+    """A file written by span-spool's schema 1 (leases in each row) opens as schema 2 (leases in their own table):
+    nothing lost, rows a dead schema-1 drainer had leased are delivered too."""
+    with sqlite3.connect(spool_path) as db:
+        db.executescript("PRAGMA journal_mode = WAL;" + _SCHEMA_1)
+        rows = [encode_item(span(i), 1 << 20) for i in range(6)]
+        db.executemany(
+            "INSERT INTO spans (trace_id, span_id, is_end, body, enqueued_at, lease_owner, lease_until)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (r.trace_id, r.span_id, r.is_end, r.body, 1.0, "old:1" if i < 3 else None, 9e9 if i < 3 else 0)
+                for i, r in enumerate(rows)
+            ],
+        )
+    db.close()
+
+    async def main() -> None:
+        with Receiver() as rx:
+            async with Spool(spool_path, sink=SGPSink(api_key="k", account_id="a", base_url=rx.url), config=FAST) as sp:
+                assert await sp.flush(timeout=10)
+            assert len(rx.spans) == 6
+
+    asyncio.run(main())
+    with sqlite3.connect(spool_path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        assert "leases" in names and "spans_leased" not in names
+        assert db.execute("SELECT value FROM meta WHERE key = 'delivered_total'").fetchone()[0] == 6
+    db.close()
 
 
 # -- permissions and secrets --------------------------------------------------------------------------------

@@ -123,8 +123,9 @@ _CORRUPT_CODES = frozenset({sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT})
 
 def wal_limit(max_bytes: int) -> int:
     """WAL bytes between checkpoints (and what the WAL file is truncated back to): 1/16 of the disk cap, 64 KiB
-    to 4 MiB (SQLite's default; more buys no throughput and keeps a drained spool from staying large)."""
-    return max(64 * _KiB, min(4 * _MiB, max_bytes // 16))
+    to 16 MiB. Each checkpoint syncs the files: at 4 MiB (SQLite's default) appending and draining together ran
+    ~25% slower. `reclaim` truncates a WAL above 4 MiB once a drain ends, so an idle spool stays small."""
+    return max(64 * _KiB, min(16 * _MiB, max_bytes // 16))
 
 
 def row_cost(row: Encoded) -> int:
@@ -456,15 +457,17 @@ class Store:
 
     def reclaim(self, max_pages: int = 256) -> int:
         """Give free pages back to the file system: at most `max_pages` in one short write transaction, while more
-        than 4 MiB (1/8 of a small cap) is free; after the last step, checkpoint and truncate the WAL. Never waits
-        for another connection's lock and never raises (a busy or failing file: nothing is reclaimed this time).
-        Returns the pages given back; call it again while that is > 0."""
+        than 4 MiB (1/8 of a small cap) is free; after the last step (or at once, with a WAL over 4 MiB and little
+        free), checkpoint and truncate the WAL. Never waits for another connection's lock and never raises (a busy or
+        failing file: nothing is reclaimed this time). Returns the pages given back; call it again while that is > 0."""
         db = self._db
         db.execute("PRAGMA busy_timeout = 0")  # someone else is writing or reading: skip rather than stall our writer
         try:
             free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
             keep = min(_RECLAIM_MIN, self.config.max_bytes // 8) // self._page_size
             if free <= keep:
+                if _file_size(self._wal_path) > _RECLAIM_MIN:
+                    db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
                 return 0
             try:
                 db.executescript(f"BEGIN IMMEDIATE; PRAGMA incremental_vacuum({int(max_pages)}); COMMIT;")

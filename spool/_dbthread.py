@@ -73,14 +73,19 @@ class Workers:
         self._lock = threading.Lock()
         self._pid = os.getpid()
 
-    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """Start `fn` in an idle (or new) thread now."""
         with self._lock:
             if self._pid != os.getpid():
                 self._idle, self._pid = [], os.getpid()
             worker = self._idle.pop() if self._idle else DbThread(self._name)
         fut = worker.submit(fn, *args, **kwargs)
         fut.add_done_callback(lambda _: self._give_back(worker))
-        return await asyncio.wrap_future(fut)
+        return fut
+
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """`submit`, and await the result from the running loop."""
+        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
 
     def _give_back(self, worker: DbThread) -> None:
         with self._lock:

@@ -5,8 +5,14 @@ cool down (kept); rejected -> the batch is split until the bad item stands alone
 credentials -> draining pauses (rows kept, no attempt counted). Every failed attempt sets `last_error`.
 
 Leases: a claimed batch is leased for `lease_seconds`; before every request the drainer makes sure at least
-`request_timeout` of the lease is left (renewing it when not), and every request is cut off at `request_timeout`,
-so no other drainer can claim rows while a request carrying them may still be on the wire.
+`request_timeout` of the lease is left (renewing it when not), and every request is cut off at `request_timeout`
+(each socket operation, for a request made from a drain thread), so no other drainer can claim rows while a request
+carrying them may still be on the wire.
+
+The steady path: with a `BlockingSink`, each worker sends from a drain thread of its own and completes each batch
+together with the claim of the next one, without a trip through the event loop, for as long as requests go through
+at their first attempt. Anything else (a failed request, a lease to renew, a batch to pre-split) goes back to the
+async path on the loop, with the outcome already known.
 """
 
 from __future__ import annotations
@@ -18,16 +24,18 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import ParamSpec, TypeVar
+from functools import partial
+from typing import Any, ParamSpec, TypeVar
 
 from ._config import SpoolConfig
-from ._dbthread import DbThread
+from ._dbthread import DbThread, Workers
 from ._errors import CredentialsError, DeliveryError, RejectedError, TransientError
 from ._retry import Sleep, cooldown, retrying
-from ._sink import Sink
+from ._sink import BlockingSink, Sink
 from ._store import Claimed, Store
 
 __all__ = ["Drainer"]
@@ -83,6 +91,7 @@ class Drainer:
         self._slots: asyncio.Semaphore | None = None  # batches on the wire, shared by every caller of drain()
         self._task: asyncio.Task[None] | None = None
         self._logged: set[str] = set()
+        self._threads = Workers("spool-drain") if isinstance(sink, BlockingSink) else None
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -104,6 +113,8 @@ class Drainer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._db(self._store.release_owner, self.owner)
+        if self._threads is not None:
+            self._threads.close()
 
     async def _run(self) -> None:
         assert self._wake is not None
@@ -160,12 +171,19 @@ class Drainer:
         try:
             while force or not self.paused:
                 async with self._slots:
-                    rows, lease_until = nxt.rows, nxt.until
-                    nxt.rows = []
+                    rows: Sequence[Claimed] = nxt.rows
+                    lease_until, nxt.rows = nxt.until, []
                     if not rows:
                         lease_until = time.time() + self._config.lease_seconds  # taken before the claim: never later
                         rows = await self._claim(batch_size, force)
-                    if not rows or not await self._deliver_claim(rows, _Lease(rows[0].lease, lease_until), nxt):
+                    if not rows:
+                        return
+                    lease, failed = _Lease(rows[0].lease, lease_until), None
+                    if self._threads is not None:
+                        rows, lease, failed = await self._steady(rows, lease, nxt)
+                        if not rows:
+                            return
+                    if not await self._deliver_claim(rows, lease, nxt, failed):
                         return
         finally:
             if nxt.rows:  # paused or cancelled before sending it: give it back
@@ -193,11 +211,82 @@ class Drainer:
             with contextlib.suppress(RuntimeError):  # the DB thread is shut down: the lease runs out by itself
                 self._db.submit(self._store.release, rows[0].lease)
 
-    async def _deliver_claim(self, rows: Sequence[Claimed], lease: _Lease, nxt: _Next | None = None) -> bool:
-        """Deliver one claimed batch (splitting rejections); False if the round failed and the rows were kept.
-        With `nxt`, a batch that goes through whole is completed together with the claim of the next one."""
+    async def _steady(
+        self, rows: Sequence[Claimed], lease: _Lease, nxt: _Next
+    ) -> tuple[Sequence[Claimed], _Lease, DeliveryError | None]:
+        """The steady path (see the module's docstring), from a drain thread. Returns the batch in hand when it
+        stopped, with its lease and the failure of the request just made (None: not sent yet); no rows when nothing
+        is left to claim. Cancelled, it gives the batch in hand back at once (as the async path does), and the thread
+        stops after the request in progress."""
+        assert self._threads is not None
+        stop, hand = threading.Event(), [lease]
+        fut = self._threads.submit(self._steady_in_thread, rows, lease, nxt, stop, hand)
         try:
-            await self._deliver(rows, lease, nxt=nxt)
+            rows, lease, failed, requests = await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:
+            stop.set()
+            with contextlib.suppress(RuntimeError):
+                self._db.submit(self._store.release, hand[0].id)
+            fut.add_done_callback(partial(self._release_left, hand[0].id))
+            raise
+        if requests:
+            self.counters["requests"] += requests
+            self.last_error = None
+            if self._failed_rounds:
+                self._failed_rounds = 0
+                self._logged.clear()
+        return rows, lease, failed
+
+    def _release_left(self, first: int, fut: concurrent.futures.Future[tuple[Any, _Lease, Any, int]]) -> None:
+        """The steady path was cancelled: give back the lease of the batch it had in hand when it stopped."""
+        lease = first if fut.cancelled() or fut.exception() is not None else fut.result()[1].id
+        with contextlib.suppress(RuntimeError):  # the DB thread is shut down: the lease runs out by itself
+            self._db.submit(self._store.release, lease)
+
+    def _steady_in_thread(
+        self, rows: Sequence[Claimed], lease: _Lease, nxt: _Next, stop: threading.Event, hand: list[_Lease]
+    ) -> tuple[Sequence[Claimed], _Lease, DeliveryError | None, int]:
+        cfg = self._config
+        send = self._sink.send_blocking  # type: ignore[attr-defined]
+        margin = min(1.0, (cfg.lease_seconds - cfg.request_timeout) / 2)
+        requests = 0
+        while rows:
+            if (
+                stop.is_set()
+                or lease.until - time.time() < cfg.request_timeout + margin
+                or (len(rows) > 1 and self._too_large is not None and _request_bytes(rows) >= self._too_large)
+            ):
+                return rows, lease, None, requests
+            try:
+                send([r.body for r in rows], timeout=cfg.request_timeout)
+            except DeliveryError as exc:
+                return rows, lease, exc, requests
+            except Exception as exc:  # a sink bug is not a reason to lose or drop spans
+                return rows, lease, TransientError(f"sink raised {type(exc).__name__}: {exc}"), requests
+            requests += 1
+            until = time.time() + cfg.lease_seconds  # taken before the claim: never later
+            size = nxt.size if not stop.is_set() and (nxt.force or not self.paused) else 0
+            done = self._db.submit(
+                self._counted(self._store.complete_and_claim),
+                self.owner,
+                rows,
+                size,
+                cfg.lease_seconds,
+                force=nxt.force,
+            )
+            rows = done.result()[1]
+            if rows:
+                lease = hand[0] = _Lease(rows[0].lease, until)
+        return rows, lease, None, requests
+
+    async def _deliver_claim(
+        self, rows: Sequence[Claimed], lease: _Lease, nxt: _Next | None = None, failed: DeliveryError | None = None
+    ) -> bool:
+        """Deliver one claimed batch (splitting rejections); False if the round failed and the rows were kept.
+        With `nxt`, a batch that goes through whole is completed together with the claim of the next one.
+        `failed`: the batch was just sent, and failed so (its first attempt)."""
+        try:
+            await self._deliver(rows, lease, nxt=nxt, failed=failed)
         except TransientError as exc:
             pause = self._pause(exc.retry_after)
             self.counters["cooldowns"] += 1
@@ -267,7 +356,13 @@ class Drainer:
         return pause
 
     async def _deliver(
-        self, rows: Sequence[Claimed], lease: _Lease, *, known_bad: bool = False, nxt: _Next | None = None
+        self,
+        rows: Sequence[Claimed],
+        lease: _Lease,
+        *,
+        known_bad: bool = False,
+        nxt: _Next | None = None,
+        failed: DeliveryError | None = None,
     ) -> bool:
         """Deliver `rows`; when the sink rejects them, split them until each rejected item stands alone, and move
         those to the dead table. True when the sink took all of `rows` in one request.
@@ -276,10 +371,14 @@ class Drainer:
         through whole), so a batch of several is split without being sent whole first. A batch at least as big as
         one already refused with 413 is split without being sent too.
         """
-        if len(rows) > 1 and (known_bad or (self._too_large is not None and _request_bytes(rows) >= self._too_large)):
+        if (
+            failed is None
+            and len(rows) > 1
+            and (known_bad or (self._too_large is not None and _request_bytes(rows) >= self._too_large))
+        ):
             await self._split(rows, lease, inferable=known_bad)
             return False
-        sent, rejected = await self._send(rows, lease)
+        sent, rejected = await self._send(rows, lease, failed)
         if not sent:
             return False  # every row went to another drainer meanwhile
         if rejected is None:
@@ -308,14 +407,16 @@ class Drainer:
         first_whole = await self._deliver(rows[:mid], lease)
         await self._deliver(rows[mid:], lease, known_bad=inferable and first_whole)
 
-    async def _send(self, rows: Sequence[Claimed], lease: _Lease) -> tuple[Sequence[Claimed], RejectedError | None]:
+    async def _send(
+        self, rows: Sequence[Claimed], lease: _Lease, failed: DeliveryError | None = None
+    ) -> tuple[Sequence[Claimed], RejectedError | None]:
         """One batch, with tenacity's attempts for transient failures; every failure is recorded. Returns the rows
         sent (those still leased to us) and the rejection, if the sink rejected them. Raises `TransientError` when
-        the attempts ran out and `CredentialsError` at once."""
+        the attempts ran out and `CredentialsError` at once. `failed`: the first attempt was made, and failed so."""
         try:  # the first attempt outside tenacity: on the common path, tenacity's set-up would cost more than it
-            return await self._attempt(rows, lease)
-        except TransientError as failed:
-            first: TransientError | None = failed
+            return await self._attempt(rows, lease, failed)
+        except TransientError as exc:
+            first: TransientError | None = exc
         async for attempt in retrying(self._config, self._sleep):
             with attempt:
                 if first is not None:  # tenacity's attempt 1 is the one that just failed: its outcome, replayed
@@ -324,19 +425,25 @@ class Drainer:
                 return await self._attempt(rows, lease)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
-    async def _attempt(self, rows: Sequence[Claimed], lease: _Lease) -> tuple[Sequence[Claimed], RejectedError | None]:
-        rows = await self._hold(rows, lease)
-        if not rows:
-            return rows, None
-        try:
-            await self._post(rows)
-        except DeliveryError as exc:
-            await self._failed(exc, rows, lease)
-            if isinstance(exc, RejectedError):
-                return rows, exc
-            raise
-        self.counters["requests"] += 1
-        return rows, None
+    async def _attempt(
+        self, rows: Sequence[Claimed], lease: _Lease, failed: DeliveryError | None = None
+    ) -> tuple[Sequence[Claimed], RejectedError | None]:
+        """One request (with `failed`: the outcome of one already made), recorded; a rejection is returned."""
+        if failed is None:
+            rows = await self._hold(rows, lease)
+            if not rows:
+                return rows, None
+            try:
+                await self._post(rows)
+            except DeliveryError as exc:
+                failed = exc
+            else:
+                self.counters["requests"] += 1
+                return rows, None
+        await self._failed(failed, rows, lease)
+        if isinstance(failed, RejectedError):
+            return rows, failed
+        raise failed
 
     async def _hold(self, rows: Sequence[Claimed], lease: _Lease) -> Sequence[Claimed]:
         """Make sure the lease outlives the next request: renew it when less than `request_timeout` (plus a margin)

@@ -23,7 +23,7 @@ from ._errors import CredentialsError, DeliveryError, RejectedError, SpoolConfig
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["SGPSink", "Sink", "classify_response", "join_items"]
+__all__ = ["BlockingSink", "SGPSink", "Sink", "classify_response", "join_items"]
 
 _REJECTED = frozenset({400, 409, 413, 422})
 _CREDENTIALS = frozenset({401, 403})
@@ -38,6 +38,15 @@ class Sink(Protocol):
 
     async def aclose(self) -> None:
         """Release connections. The sink may be used again afterwards (it reconnects)."""
+
+
+@runtime_checkable
+class BlockingSink(Sink, Protocol):
+    """A sink that can also send from a thread: the drainer then sends and completes batches in threads of its own,
+    without a trip through the event loop per batch, while requests go through at their first attempt."""
+
+    def send_blocking(self, items: Sequence[bytes], *, timeout: float) -> None:
+        """`send`, blocking the calling thread."""
 
 
 def join_items(items: Sequence[bytes]) -> bytes:
@@ -167,10 +176,11 @@ class SGPSink:
             await self._senders.run(self._ready)
 
     async def send(self, items: Sequence[bytes], *, timeout: float) -> None:
-        await self._senders.run(self._put, items, timeout)
+        await self._senders.run(self.send_blocking, items, timeout=timeout)
 
-    def _put(self, items: Sequence[bytes], timeout: float) -> None:
-        """One request, in a sender thread. Every socket operation is cut off at `timeout`."""
+    def send_blocking(self, items: Sequence[bytes], *, timeout: float) -> None:
+        """`send`, blocking the calling thread (never call it on an event loop). Each socket operation is cut off
+        at `timeout`."""
         import httpx
 
         transport = self._ready()

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-__all__ = ["Encoded", "encode_item", "new_span_id"]
+__all__ = ["Encoded", "encode_checked", "encode_fast", "encode_item", "new_span_id"]
 
 _OPTS = orjson.OPT_NAIVE_UTC
 _OPTS_ANY_KEYS = _OPTS | orjson.OPT_NON_STR_KEYS  # slower: only for items that need it
@@ -18,6 +18,7 @@ _MAX_ID_LEN = 256
 _dumps = orjson.dumps
 _fromisoformat = datetime.fromisoformat
 _tuple_new = tuple.__new__
+_join = b"".join
 
 
 class Encoded(NamedTuple):
@@ -106,7 +107,7 @@ def _unserializable(v: object) -> bool:
 
 
 def _fast_ts(value: object) -> datetime | None:
-    """A timestamp `_fast` takes as is: an ASCII string `fromisoformat` parses, or a datetime naive or in UTC."""
+    """A timestamp `encode_fast` takes as is: an ASCII string `fromisoformat` parses, or a datetime naive or in UTC."""
     if type(value) is str:
         if not (value.isascii() and value.isprintable()):
             return None
@@ -119,16 +120,21 @@ def _fast_ts(value: object) -> datetime | None:
     return None
 
 
-def _fast(item: dict[str, Any], max_item_bytes: int, default: Callable[[Any], Any] | None) -> Encoded | None:
+def encode_fast(
+    item: dict[str, Any], max_item_bytes: int, default: Callable[[Any], Any] | None, compact: bool
+) -> Encoded | None:
     """`encode_item`'s common case, checked inline (the put hot path): a plain dict with an `id`, ASCII ids,
-    no `group_id`, timestamps `_fast_ts` takes. Returns exactly what the checked path returns for such an item, or
-    None for anything else, valid or not, so that every error is raised (and worded) by the checked path."""
-    get = item.get
-    trace_id, span_id, parent_id = get("trace_id"), get("id"), get("parent_id")
+    no `group_id`, timestamps `_fast_ts` takes. Returns exactly what `encode_checked` returns for such an item, or
+    None for anything else, valid or not, so that every error is raised (and worded) by `encode_checked`."""
+    try:
+        trace_id, span_id, name, start = item["trace_id"], item["id"], item["name"], item["start_timestamp"]
+    except KeyError:
+        return None
+    parent_id, end = item.get("parent_id"), item.get("end_timestamp")
     if not (
         type(trace_id) is str
         and type(span_id) is str
-        and type(get("name")) is str
+        and type(name) is str
         and 0 < len(trace_id) <= _MAX_ID_LEN
         and 0 < len(span_id) <= _MAX_ID_LEN
         and trace_id.isascii()
@@ -144,21 +150,42 @@ def _fast(item: dict[str, Any], max_item_bytes: int, default: Callable[[Any], An
                 and "\x00" not in parent_id
             )
         )
-        and get("group_id") is None
-        and (start := _fast_ts(get("start_timestamp"))) is not None
+        and ("group_id" not in item or item["group_id"] is None)
     ):
         return None
-    end = get("end_timestamp")
-    if end is not None:
-        end_ts = _fast_ts(end)
-        if end_ts is None or (end_ts.tzinfo is None) is not (start.tzinfo is None) or end_ts < start:
+    # `_fast_ts`, inlined for the two common shapes (a call costs about as much as a check).
+    if type(start) is str and (end is None or type(end) is str):  # ISO strings: items made by hand, the SDK's
+        if not (start.isascii() and start.isprintable()):
             return None
+        try:
+            start_ts = _fromisoformat(start)
+            if end is not None:
+                if not (end.isascii() and end.isprintable()):
+                    return None
+                if _fromisoformat(end) < start_ts:  # (naive against aware: TypeError)
+                    return None
+        except (ValueError, TypeError):
+            return None
+    elif type(start) is datetime and (end is None or type(end) is datetime):  # what the processors map spans to
+        tz = start.tzinfo
+        if (tz is not None and tz is not UTC) or (end is not None and (end.tzinfo is not tz or end < start)):
+            return None
+    else:
+        first = _fast_ts(start)
+        if first is None:
+            return None
+        if end is not None:
+            last = _fast_ts(end)
+            if last is None or (last.tzinfo is None) is not (first.tzinfo is None) or last < first:
+                return None
     try:
-        body = _dumps(item, default=default, option=_OPTS)
+        body = _dumps(item, default, _OPTS)
     except TypeError:
         return None
     if len(body) > max_item_bytes:
         return None
+    if compact:
+        body = _join((body, b""))
     return _tuple_new(Encoded, (trace_id, span_id, end is not None, body))
 
 
@@ -166,6 +193,8 @@ def encode_item(
     item: Mapping[str, Any],
     max_item_bytes: int,
     default: Callable[[Any], Any] | None = None,
+    *,
+    compact: bool = False,
 ) -> Encoded:
     """Validate `item` (an SGP `SpanCreateParam`-shaped mapping) and encode it once.
 
@@ -173,10 +202,22 @@ def encode_item(
     UTC). Raises `ValueError` for a missing or ill-typed required key, an id the server would refuse, an end before
     its start, or an item over `max_item_bytes`; `TypeError` for a value JSON cannot hold (unless `default` maps it).
     Each message names the key. Non-string keys are written as JSON strings (ValueError if two become equal); NaN and
-    infinities, which JSON cannot hold, are written as null.
+    infinities, which JSON cannot hold, are written as null. `compact=True` copies the body into an object of its
+    own size (orjson's result keeps a buffer of 4-8 KiB; worth ~0.2 µs when many items wait in memory).
     """
-    if type(item) is dict and (fast := _fast(item, max_item_bytes, default)) is not None:
+    if type(item) is dict and (fast := encode_fast(item, max_item_bytes, default, compact)) is not None:
         return fast
+    return encode_checked(item, max_item_bytes, default, compact=compact)
+
+
+def encode_checked(
+    item: Mapping[str, Any],
+    max_item_bytes: int,
+    default: Callable[[Any], Any] | None = None,
+    *,
+    compact: bool = False,
+) -> Encoded:
+    """`encode_item` without its fast path: every check in turn, each failure raised with its own message."""
     if type(item) is not dict:
         if not isinstance(item, Mapping):
             raise TypeError(f"item must be a mapping (an SGP span dict), got {type(item).__name__}")
@@ -231,6 +272,8 @@ def encode_item(
             raise ValueError(f"{where} has keys that are equal as JSON strings (e.g. 1 and '1')") from None
     if len(body) > max_item_bytes:
         raise ValueError(f"item is {len(body)} bytes encoded; max_item_bytes is {max_item_bytes}")
+    if compact:
+        body = _join((body, b""))
     return Encoded(trace_id, span_id, end is not None, body)  # type: ignore[arg-type]
 
 

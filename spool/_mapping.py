@@ -38,6 +38,7 @@ __all__ = [
     "agentex_source_metadata",
     "iso_timestamp",
     "jsonable",
+    "map_span",
     "span_to_item",
 ]
 
@@ -160,8 +161,18 @@ def _from_fields(
     start = f["start_time"]
     if type(start) is not str and not (type(start) is _datetime and start.tzinfo is not None):
         start = _timestamp(start, "start_time")
+    end_time = None
+    if end:
+        end_time = f["end_time"]
+        if end_time is None:
+            end_time = _datetime.now(_UTC)
+        elif type(end_time) is not str and not (type(end_time) is _datetime and end_time.tzinfo is not None):
+            end_time = _timestamp(end_time, "end_time")
     input_ = f["input"]
     output = f["output"]
+    span_id = f["id"]
+    parent_id = f["parent_id"]
+    # One literal with every key, then out with those the event lacks: a dict grown past 10 keys is rebuilt.
     item: dict[str, Any] = {
         "name": f["name"],
         "trace_id": f["trace_id"],
@@ -171,20 +182,16 @@ def _from_fields(
         "metadata": metadata,
         "status": status,
         "type": span_type,
+        "id": span_id,
+        "parent_id": parent_id,
+        "end_timestamp": end_time,
     }
-    span_id = f["id"]
-    if span_id:
-        item["id"] = span_id
-    parent_id = f["parent_id"]
-    if parent_id is not None:
-        item["parent_id"] = parent_id
-    if end:
-        end_time = f["end_time"]
-        if end_time is None:
-            end_time = _datetime.now(_UTC)
-        elif type(end_time) is not str and not (type(end_time) is _datetime and end_time.tzinfo is not None):
-            end_time = _timestamp(end_time, "end_time")
-        item["end_timestamp"] = end_time
+    if not span_id:
+        del item["id"]
+    if parent_id is None:
+        del item["parent_id"]
+    if not end:
+        del item["end_timestamp"]
     if iso:
         _iso_in_place(item)
     return item
@@ -231,6 +238,11 @@ def span_to_item(
     timestamp and ``AttributeError`` when ``span`` lacks ``name``, ``trace_id``
     or ``start_time``.
     """
+    return map_span(span, end, extra_metadata, iso)
+
+
+def map_span(span: object, end: bool, extra_metadata: Mapping[str, Any] | None, iso: bool) -> dict[str, Any]:
+    """`span_to_item` with positional arguments (the processors' hot path: no keyword matching per call)."""
     fields = getattr(span, "__dict__", None)
     if type(fields) is dict and "start_time" in fields:
         # An agentex Span (pydantic keeps fields in __dict__): the hot path.

@@ -6,7 +6,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import operator
 import os
 import sqlite3
 import threading
@@ -23,11 +22,11 @@ from ._dbthread import DbThread
 from ._drainer import Drainer
 from ._errors import SpoolClosedError
 from ._heal import open_store_healing
-from ._items import Encoded, encode_item
+from ._items import Encoded, encode_checked, encode_fast
 from ._retry import Sleep
 from ._sink import Sink
 from ._stats import SpoolStats
-from ._store import Store, is_busy, split_rows
+from ._store import Store, is_busy, rows_cost, split_rows
 from ._trim import Trimmer
 
 __all__ = ["DROP_REASONS", "Spool"]
@@ -36,8 +35,6 @@ DROP_REASONS = ("overflow", "disk_error")
 """Why a span can be dropped (`Spool.metrics()` has `dropped_<reason>` for each, always present)."""
 
 log = logging.getLogger("spool")
-_tuple_new = tuple.__new__
-_body_of = operator.itemgetter(3)
 
 
 class Spool:
@@ -92,18 +89,21 @@ class Spool:
         """
         if self._closed:
             raise SpoolClosedError(f"spool {self.path} is closed")
-        enc = encode_item(item, self._max_item_bytes)
-        if len(self._pending) > 512:  # a burst (or a stalled disk): keep bodies at their size, not orjson's 4+ KiB
-            enc = _tuple_new(Encoded, (enc[0], enc[1], enc[2], b"".join((enc[3], b""))))  # (_replace: ~2 µs more)
+        # A burst (or a stalled disk): keep waiting bodies at their size, not orjson's 4+ KiB (`compact`).
+        compact = len(self._pending) > 512
+        # `encode_item`, unrolled (one call less): the common case, else every check and its error message.
+        enc = encode_fast(item, self._max_item_bytes, None, compact) if type(item) is dict else None
+        if enc is None:
+            enc = encode_checked(item, self._max_item_bytes, compact=compact)
         running = _get_running_loop()
         if running is not None and running is not self._loop and not self._owner_alive():
             self._bind(running)
-        with self._lock:
-            self._pending.append(enc)
-            if self._signaled:
-                return
+        # No lock (it cost ~100 ns a put): `list.append` is atomic, and `_commit_pending` lowers the flag before it
+        # takes the list's items, so an item it missed was appended after that, and its put finds the flag down.
+        self._pending.append(enc)
+        if not self._signaled:
             self._signaled = True
-        self._signal()
+            self._signal()
 
     def _owner_alive(self) -> bool:
         """The bound loop still runs (in another thread): puts from elsewhere signal it rather than take over."""
@@ -157,9 +157,11 @@ class Spool:
             raise
 
     async def _commit_pending(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending, []
+        with self._lock:  # one taker at a time; `put` appends without it (see there)
             self._signaled = False
+            pending = self._pending
+            batch = pending[:]
+            del pending[: len(batch)]  # only takers remove items, and only from the front
         # Submitted before any await: the DB thread runs commits in the order they were taken from the list.
         await self._db(self._write, batch)
         self._since_kick += len(batch)
@@ -182,10 +184,12 @@ class Spool:
             return
         error: sqlite3.Error | None = None
         lost = 0
-        for chunk in split_rows(batch, self._store.chunk_bytes) or [batch]:
+        cost = rows_cost(batch)  # once: the split, the cap check and the trimmer share it
+        chunks = split_rows(batch, self._store.chunk_bytes, cost) or [batch]
+        for chunk in chunks:
             if error is None:
                 try:
-                    refused = self._append(chunk)
+                    refused = self._append(chunk, cost if len(chunks) == 1 else None)
                 except sqlite3.Error as exc:
                     error = exc
                 else:
@@ -197,19 +201,19 @@ class Spool:
             lost += len(chunk)
         if error is None:
             self._write_error = None
-            self._trim.committed(sum(map(len, map(_body_of, batch))))
+            self._trim.committed(cost)
             return
         self._dropped_unsaved += lost
         self._dropped["disk_error"] += lost
         self._write_error = f"commit failed, {lost} spans dropped: {type(error).__name__}: {error}"
         self._note_drops(lost, self._write_error, logging.ERROR)
 
-    def _append(self, rows: Sequence[Encoded]) -> int:
+    def _append(self, rows: Sequence[Encoded], cost: int | None = None) -> int:
         """`Store.append`, retried while another connection holds the lock; records the unsaved drop count."""
         delay = 0.01
         while True:
             try:
-                refused = self._store.append(rows, dropped=self._dropped_unsaved)
+                refused = self._store.append(rows, dropped=self._dropped_unsaved, cost=cost)
             except sqlite3.Error as exc:
                 if not is_busy(exc):
                     raise

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import itertools
 import operator
 import os
 import random
@@ -98,14 +99,24 @@ CREATE TABLE leases (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, lo INTEGER NOT
 
 _ATTEMPTED_INDEX = "CREATE INDEX IF NOT EXISTS spans_attempted ON spans (attempts) WHERE attempts > 0"
 
-_UPSERT = """
-INSERT INTO spans (trace_id, span_id, is_end, body, enqueued_at) VALUES (?, ?, ?, ?, ?)
+_ON_CONFLICT = """
 ON CONFLICT (trace_id, span_id) DO UPDATE
     SET body = excluded.body, is_end = excluded.is_end, version = version + 1
     WHERE (excluded.is_end OR NOT spans.is_end) AND spans.body != excluded.body
 """
 # (identical bytes are not an update: a repeated put or re-import does not bump `version`, so a batch in flight
 # with those bytes is still deleted once delivered instead of being sent again)
+_INSERT = "INSERT INTO spans (trace_id, span_id, is_end, body, enqueued_at) VALUES "
+_UPSERT = _INSERT + "(?, ?, ?, ?, ?)" + _ON_CONFLICT
+_BLOCK = 64
+_UPSERT_BLOCK = (
+    _INSERT + ", ".join(f"(?{i + 2}, ?{i + 3}, ?{i + 4}, ?{i + 5}, ?1)" for i in range(0, 4 * _BLOCK, 4)) + _ON_CONFLICT
+)
+"""`_UPSERT` of `_BLOCK` rows in one statement: ?1 is `enqueued_at`, then the 4 fields of each `Encoded`. SQLite takes
+the rows of a VALUES list one at a time, as it takes those of an `executemany`, so a later row of a span meets an
+earlier one in the same statement as a conflict, exactly as it would in the next execution. One statement per 64 rows
+costs ~25% fewer instructions than 64 executions of one row (measured: 2,000 rows of ~1 KB, SQLite 3.40)."""
+_add = operator.add
 
 
 def spool_files(path: str | os.PathLike[str]) -> list[Path]:
@@ -138,16 +149,17 @@ _trace_of, _span_of, _body_of = operator.itemgetter(0), operator.itemgetter(1), 
 
 
 def rows_cost(rows: Sequence[Encoded]) -> int:
-    """`sum(row_cost(r) for r in rows)`, without a Python call per row (it runs on every commit)."""
-    lens = list(map(len, map(_body_of, rows)))
+    """`sum(row_cost(r) for r in rows)`, up to 7/8 byte a row above (the eighth is taken of the bodies' sum), with
+    no Python step per row: it runs on every commit."""
+    body = sum(map(len, map(_body_of, rows)))
     ids = sum(map(len, map(_trace_of, rows))) + sum(map(len, map(_span_of, rows)))
-    return sum(lens) + sum([n >> 3 for n in lens]) + 4 * ids + 96 * len(rows)
+    return body + (body >> 3) + 4 * ids + 96 * len(rows)
 
 
-def split_rows(rows: Sequence[Encoded], max_bytes: int) -> list[Sequence[Encoded]]:
+def split_rows(rows: Sequence[Encoded], max_bytes: int, cost: int | None = None) -> list[Sequence[Encoded]]:
     """`rows` cut into runs of at most `max_bytes` estimated (`row_cost`) bytes each (at least one row per run),
-    so that one commit never grows the WAL far beyond its checkpoint size."""
-    if rows_cost(rows) <= max_bytes:
+    so that one commit never grows the WAL far beyond its checkpoint size. `cost`: `rows_cost(rows)`, if known."""
+    if (rows_cost(rows) if cost is None else cost) <= max_bytes:
         return [rows] if rows else []
     out: list[Sequence[Encoded]] = []
     start, size = 0, 0
@@ -379,7 +391,9 @@ class Store:
 
     # -- producer side ----------------------------------------------------------------------------------------
 
-    def append(self, rows: Sequence[Encoded], now: float | None = None, *, dropped: int = 0) -> int:
+    def append(
+        self, rows: Sequence[Encoded], now: float | None = None, *, dropped: int = 0, cost: int | None = None
+    ) -> int:
         """Commit `rows` in one transaction. An end replaces a pending start; a start never replaces an end.
 
         Within the disk cap (`max_bytes`: live database pages, free pages excluded, + WAL + SHM, measured once per
@@ -387,14 +401,19 @@ class Store:
         oldest pending rows not in flight, then the oldest rows of `rows`. An update of a stored span is always
         taken. Returns how many spans the cap refused or evicted; they and `dropped` (drops not yet recorded) are
         added to `dropped_total` in the same transaction. Raises `sqlite3.Error` (nothing written) on a failing disk.
+        `cost`: `rows_cost(rows)`, when the caller has it already.
         """
         t = time.time() if now is None else now
         with self._tx() as db:
             room = self.config.max_bytes - self._used_bytes()
             lost = 0
-            if rows_cost(rows) > room:
+            if (rows_cost(rows) if cost is None else cost) > room:
                 rows, lost = self._make_room(rows, [row_cost(r) for r in rows], room, t)
-            db.executemany(_UPSERT, [(r.trace_id, r.span_id, r.is_end, r.body, t) for r in rows])
+            full = len(rows) - len(rows) % _BLOCK
+            for i in range(0, full, _BLOCK):
+                db.execute(_UPSERT_BLOCK, [t, *itertools.chain.from_iterable(rows[i : i + _BLOCK])])
+            if full < len(rows):
+                db.executemany(_UPSERT, map(_add, rows[full:], itertools.repeat((t,))))  # (*row, t): plain tuples
             self._bump("dropped_total", dropped + lost)
         return lost
 

@@ -36,8 +36,9 @@ _malloc_trim = _load()
 
 
 class Trimmer:
-    """Counts committed body bytes. A trim is due once `every_bytes` went through since the last one, or, when the
-    writer has nothing left to commit (a burst ended), once `idle_bytes` did."""
+    """Counts committed bytes (as `rows_cost` estimates them: bodies plus ~1/8, ids and ~100 bytes a row). A trim is
+    due once `every_bytes` went through since the last one, or, when the writer has nothing left to commit (a burst
+    ended), once `idle_bytes` did."""
 
     def __init__(self, every_bytes: int = 64 * _MiB, idle_bytes: int = 8 * _MiB) -> None:
         self.every_bytes = every_bytes

@@ -37,6 +37,8 @@ _stamps = st.one_of(
     st.just("2026-11-28T09:59:59.5+00:00"),
     st.just("2026-11-28T10:00:00"),
     st.just("2026-11-28T12:00:00+02:00"),
+    st.just("2026-11-28T09:00:00-01:00"),
+    st.just("2026-11-28T10:00:00.000001Z"),
     st.just("not a time"),
     st.just("2026-11-28T10:00:00\x00"),
     st.datetimes(min_value=datetime(2026, 11, 28), max_value=datetime(2026, 11, 29)),
@@ -46,10 +48,10 @@ _stamps = st.one_of(
 )
 
 
-def _outcome(item: dict[str, Any]) -> object:
+def _outcome(item: dict[str, Any], compact: bool = False) -> object:
     """What encode_item does with `item`; a minted id (missing `id`) is taken out so two calls compare equal."""
     try:
-        enc = encode_item(item, 4096)
+        enc = encode_item(item, 4096, compact=compact)
     except (ValueError, TypeError) as exc:
         return ("error", type(exc), str(exc))
     if "id" in item:
@@ -69,9 +71,17 @@ def _outcome(item: dict[str, Any]) -> object:
     end=_stamps,
     extra=st.dictionaries(
         st.sampled_from(["input", "metadata", "group_id", "status"]),
-        st.one_of(st.text(max_size=5000), st.integers(), st.floats(), st.just({1: "x"}), st.just({"o": object()})),
+        st.one_of(
+            st.text(max_size=5000),
+            st.integers(),
+            st.floats(),
+            st.none(),
+            st.just({1: "x"}),
+            st.just({"o": object()}),
+        ),
         max_size=3,
     ),
+    compact=st.booleans(),
 )
 def test_fast_path_matches_the_checked_path(
     trace_id: object,
@@ -81,19 +91,31 @@ def test_fast_path_matches_the_checked_path(
     start: object,
     end: object,
     extra: dict[str, Any],
+    compact: bool,
 ) -> None:
     item: dict[str, Any] = {"trace_id": trace_id, "name": name, "start_timestamp": start, **extra}
     for key, value in (("id", span_id), ("parent_id", parent_id), ("end_timestamp", end)):
         if value is not None:
             item[key] = value
-    fast = _outcome(item)
-    saved = items_mod._fast
-    items_mod._fast = lambda *a: None  # type: ignore[assignment]
+    fast = _outcome(item, compact)
+    saved = items_mod.encode_fast
+    items_mod.encode_fast = lambda *a: None  # type: ignore[assignment]
     try:
-        checked = _outcome(item)
+        checked = _outcome(item, compact)
     finally:
-        items_mod._fast = saved
+        items_mod.encode_fast = saved
     assert fast == checked
+
+
+def test_the_fast_path_takes_the_common_shapes() -> None:
+    """The shapes the hot path is for never fall through to the checked path (a silent slowdown otherwise)."""
+    base = {"trace_id": "t", "id": "s", "parent_id": "p", "name": "n"}
+    t0, t1 = datetime(2026, 11, 28, 10, tzinfo=UTC), datetime(2026, 11, 28, 11, tzinfo=UTC)
+    for start, end in ((t0, t1), (t0.isoformat(), t1.isoformat()), (t0.replace(tzinfo=None), None)):
+        item = {**base, "start_timestamp": start, "end_timestamp": end, "group_id": None}
+        assert items_mod.encode_fast(item, 4096, None, False) == encode_item(item, 4096)
+    compacted = items_mod.encode_fast({**base, "start_timestamp": t0}, 4096, None, True)
+    assert compacted is not None and orjson.loads(compacted.body)["id"] == "s"
 
 
 # -- the heap trimmer -------------------------------------------------------------------------------------------------

@@ -253,3 +253,56 @@ def test_unclosed_spool_warns(spool_path: Path) -> None:
     with pytest.warns(ResourceWarning, match="never closed"):
         del sp
         gc.collect()
+
+
+def test_puts_racing_the_writer_from_threads_are_all_committed_without_a_commit_call(spool_path: Path) -> None:
+    """`put` appends without a lock: every item must still reach the file through the writer's own wake-ups alone
+    (no `commit()`) while the writer takes batches concurrently, bursts over 512 included (compacted bodies). One
+    thread waits for each of its bursts to be taken before the next, so a put that failed to wake the writer after a
+    take stalls it (and the test) for sure."""
+    import threading
+    import time
+
+    bursts, burst, steady, per_steady = 30, 100, 3, 3000
+    stalled: list[int] = []
+
+    async def main() -> None:
+        async with Spool(spool_path, config=FAST) as sp:
+
+            def pacer() -> None:
+                for b in range(bursts):
+                    for i in range(burst):
+                        sp.put(span(b * burst + i, trace="pacer"))
+                    deadline = time.monotonic() + 10
+                    while sp._pending and time.monotonic() < deadline:
+                        time.sleep(0.001)
+                    if sp._pending:
+                        stalled.append(b)
+                        return
+
+            def steady_worker(t: int) -> None:
+                for i in range(per_steady):
+                    sp.put(span(i, trace=f"thread{t}"))
+
+            threads = [threading.Thread(target=pacer)]
+            threads += [threading.Thread(target=steady_worker, args=(t,)) for t in range(steady)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                await asyncio.to_thread(t.join)
+            assert not stalled, f"burst {stalled} was never taken: a put did not wake the writer"
+            total = bursts * burst + steady * per_steady
+            deadline = asyncio.get_running_loop().time() + 30
+            while (await sp.stats()).pending < total:
+                assert asyncio.get_running_loop().time() < deadline, "puts were left uncommitted"
+                await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    store = Store(spool_path)
+    try:
+        rows = store._db.execute("SELECT trace_id, span_id FROM spans").fetchall()
+    finally:
+        store.close()
+    want = [("pacer", f"span-{i}") for i in range(bursts * burst)]
+    want += [(f"thread{t}", f"span-{i}") for t in range(steady) for i in range(per_steady)]
+    assert sorted(rows) == sorted(want)

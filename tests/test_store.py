@@ -63,3 +63,35 @@ def test_completion_deletes_only_the_versions_sent(spool_path: Path) -> None:
         assert store.stats().delivered_total == 3
     finally:
         store.close()
+
+
+def test_appends_in_blocks_of_rows_keep_the_upsert_rules_of_one_row_at_a_time(tmp_path: Path) -> None:
+    """Batches of 64+ rows go in as multi-row statements: same rows, versions, bodies and order as row by row, with
+    starts, ends and repeats of one span inside one block and across blocks."""
+    import random
+
+    rng = random.Random(6)
+    # Within the first block: an end then its start (kept: the end), a start put twice then its end (version 2).
+    first = [span(900, end=True), span(900), span(901), span(901), span(901, end=True)]
+    batches = []
+    for n in (64, 130, 1, 200, 63):
+        batch = [encode_item(item, 1 << 20) for item in (first if not batches else [])]
+        while len(batch) < n:
+            k = rng.randrange(40)
+            batch.append(encode_item(span(k, trace=f"t{k % 3}", end=rng.random() < 0.5, v=rng.randrange(2)), 1 << 20))
+        batches.append(batch)
+    blocks, singles = Store(tmp_path / "blocks.db", SpoolConfig()), Store(tmp_path / "singles.db", SpoolConfig())
+    try:
+        for batch in batches:
+            blocks.append(batch, now=1.0)
+            for row in batch:
+                singles.append([row], now=1.0)
+        query = "SELECT seq, trace_id, span_id, version, is_end, body, enqueued_at FROM spans ORDER BY seq"
+        got, want = blocks._db.execute(query).fetchall(), singles._db.execute(query).fetchall()
+        assert got == want
+        by_id = {r[2]: r for r in got}
+        assert by_id["span-900"][3:5] == (1, 1)  # (version, is_end): the start did not overwrite the end
+        assert by_id["span-901"][3:5] == (2, 1)  # the repeated start was no update; the end was
+    finally:
+        blocks.close()
+        singles.close()

@@ -89,6 +89,7 @@ class Drainer:
         self._too_large: int | None = None  # smallest request (bytes) refused with 413: bigger batches are pre-split
         self._wake: asyncio.Event | None = None
         self._slots: asyncio.Semaphore | None = None  # batches on the wire, shared by every caller of drain()
+        self._waiting = 0  # workers waiting for a slot: the steady path hands its slot over after a batch
         self._task: asyncio.Task[None] | None = None
         self._logged: set[str] = set()
         self._threads = Workers("spool-drain") if isinstance(sink, BlockingSink) else None
@@ -170,7 +171,12 @@ class Drainer:
         nxt = _Next(batch_size, force)  # the batch claimed with the previous one's completion, if any
         try:
             while force or not self.paused:
-                async with self._slots:
+                self._waiting += 1
+                try:
+                    await self._slots.acquire()
+                finally:
+                    self._waiting -= 1
+                try:
                     rows: Sequence[Claimed] = nxt.rows
                     lease_until, nxt.rows = nxt.until, []
                     if not rows:
@@ -180,11 +186,16 @@ class Drainer:
                         return
                     lease, failed = _Lease(rows[0].lease, lease_until), None
                     if self._threads is not None:
-                        rows, lease, failed = await self._steady(rows, lease, nxt)
+                        rows, lease, failed, turn_over = await self._steady(rows, lease, nxt)
                         if not rows:
                             return
+                        if turn_over:  # another worker waits for a slot (a flush, say): this batch waits its turn
+                            nxt.rows, nxt.until = list(rows), lease.until
+                            continue
                     if not await self._deliver_claim(rows, lease, nxt, failed):
                         return
+                finally:
+                    self._slots.release()
         finally:
             if nxt.rows:  # paused or cancelled before sending it: give it back
                 with contextlib.suppress(RuntimeError):
@@ -213,16 +224,16 @@ class Drainer:
 
     async def _steady(
         self, rows: Sequence[Claimed], lease: _Lease, nxt: _Next
-    ) -> tuple[Sequence[Claimed], _Lease, DeliveryError | None]:
+    ) -> tuple[Sequence[Claimed], _Lease, DeliveryError | None, bool]:
         """The steady path (see the module's docstring), from a drain thread. Returns the batch in hand when it
-        stopped, with its lease and the failure of the request just made (None: not sent yet); no rows when nothing
-        is left to claim. Cancelled, it gives the batch in hand back at once (as the async path does), and the thread
-        stops after the request in progress."""
+        stopped, with its lease, the failure of the request just made (None: not sent yet) and whether it stopped to
+        hand its slot to a waiting worker; no rows when nothing is left to claim. Cancelled, it gives the batch in
+        hand back at once (as the async path does), and the thread stops after the request in progress."""
         assert self._threads is not None
         stop, hand = threading.Event(), [lease]
         fut = self._threads.submit(self._steady_in_thread, rows, lease, nxt, stop, hand)
         try:
-            rows, lease, failed, requests = await asyncio.wrap_future(fut)
+            rows, lease, failed, requests, turn_over = await asyncio.wrap_future(fut)
         except asyncio.CancelledError:
             stop.set()
             with contextlib.suppress(RuntimeError):
@@ -235,9 +246,9 @@ class Drainer:
             if self._failed_rounds:
                 self._failed_rounds = 0
                 self._logged.clear()
-        return rows, lease, failed
+        return rows, lease, failed, turn_over
 
-    def _release_left(self, first: int, fut: concurrent.futures.Future[tuple[Any, _Lease, Any, int]]) -> None:
+    def _release_left(self, first: int, fut: concurrent.futures.Future[tuple[Any, _Lease, Any, int, bool]]) -> None:
         """The steady path was cancelled: give back the lease of the batch it had in hand when it stopped."""
         lease = first if fut.cancelled() or fut.exception() is not None else fut.result()[1].id
         with contextlib.suppress(RuntimeError):  # the DB thread is shut down: the lease runs out by itself
@@ -245,24 +256,26 @@ class Drainer:
 
     def _steady_in_thread(
         self, rows: Sequence[Claimed], lease: _Lease, nxt: _Next, stop: threading.Event, hand: list[_Lease]
-    ) -> tuple[Sequence[Claimed], _Lease, DeliveryError | None, int]:
+    ) -> tuple[Sequence[Claimed], _Lease, DeliveryError | None, int, bool]:
         cfg = self._config
         send = self._sink.send_blocking  # type: ignore[attr-defined]
         margin = min(1.0, (cfg.lease_seconds - cfg.request_timeout) / 2)
         requests = 0
         while rows:
+            if requests and self._waiting:
+                return rows, lease, None, requests, True
             if (
                 stop.is_set()
                 or lease.until - time.time() < cfg.request_timeout + margin
                 or (len(rows) > 1 and self._too_large is not None and _request_bytes(rows) >= self._too_large)
             ):
-                return rows, lease, None, requests
+                return rows, lease, None, requests, False
             try:
                 send([r.body for r in rows], timeout=cfg.request_timeout)
             except DeliveryError as exc:
-                return rows, lease, exc, requests
+                return rows, lease, exc, requests, False
             except Exception as exc:  # a sink bug is not a reason to lose or drop spans
-                return rows, lease, TransientError(f"sink raised {type(exc).__name__}: {exc}"), requests
+                return rows, lease, TransientError(f"sink raised {type(exc).__name__}: {exc}"), requests, False
             requests += 1
             until = time.time() + cfg.lease_seconds  # taken before the claim: never later
             size = nxt.size if not stop.is_set() and (nxt.force or not self.paused) else 0
@@ -277,7 +290,7 @@ class Drainer:
             rows = done.result()[1]
             if rows:
                 lease = hand[0] = _Lease(rows[0].lease, until)
-        return rows, lease, None, requests
+        return rows, lease, None, requests, False
 
     async def _deliver_claim(
         self, rows: Sequence[Claimed], lease: _Lease, nxt: _Next | None = None, failed: DeliveryError | None = None

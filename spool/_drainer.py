@@ -248,10 +248,21 @@ class Drainer:
                 self._logged.clear()
         return rows, lease, failed, turn_over
 
-    def _release_left(self, first: int, fut: concurrent.futures.Future[tuple[Any, _Lease, Any, int, bool]]) -> None:
-        """The steady path was cancelled: give back the lease of the batch it had in hand when it stopped."""
-        lease = first if fut.cancelled() or fut.exception() is not None else fut.result()[1].id
+    def _release_left(
+        self, first: int, fut: concurrent.futures.Future[tuple[Sequence[Claimed], _Lease, Any, int, bool]]
+    ) -> None:
+        """The steady path was cancelled: record the failure of the request it made meanwhile, if it failed (the
+        server saw that attempt), and give back the lease of the batch it had in hand when it stopped."""
+        rows: Sequence[Claimed] = ()
+        failed, lease = None, first
+        if not fut.cancelled() and fut.exception() is None:
+            rows, held, failed, _, _ = fut.result()
+            lease = held.id
         with contextlib.suppress(RuntimeError):  # the DB thread is shut down: the lease runs out by itself
+            if isinstance(failed, TransientError) and rows:
+                self._db.submit(self._store.attempt_failed, lease, [r.seq for r in rows], 0.0)
+            if isinstance(failed, DeliveryError):
+                self._db.submit(self._store.set_error, str(failed))
             self._db.submit(self._store.release, lease)
 
     def _steady_in_thread(

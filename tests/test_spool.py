@@ -111,7 +111,9 @@ def test_sdk_retries_are_not_stacked_on_ours(spool_path: Path, receiver: Receive
     finally:
         store.close()
     assert attempts >= 2
-    assert receiver.requests == attempts  # one request per counted attempt: no hidden SDK retries
+    # One request per counted attempt (no hidden SDK retries), plus at most the one the flush timeout cut off: a
+    # request already made from a thread reaches the server, and its outcome is not awaited.
+    assert attempts <= receiver.requests <= attempts + 1
 
 
 def test_crash_after_commit_loses_nothing(spool_path: Path, receiver: Receiver, sink: SGPSink) -> None:

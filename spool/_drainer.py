@@ -243,9 +243,7 @@ class Drainer:
         if requests:
             self.counters["requests"] += requests
             self.last_error = None
-            if self._failed_rounds:
-                self._failed_rounds = 0
-                self._logged.clear()
+            self._round_went_through()
         return rows, lease, failed, turn_over
 
     def _release_left(
@@ -270,16 +268,11 @@ class Drainer:
     ) -> tuple[Sequence[Claimed], _Lease, DeliveryError | None, int, bool]:
         cfg = self._config
         send = self._sink.send_blocking  # type: ignore[attr-defined]
-        margin = min(1.0, (cfg.lease_seconds - cfg.request_timeout) / 2)
         requests = 0
         while rows:
             if requests and self._waiting:
                 return rows, lease, None, requests, True
-            if (
-                stop.is_set()
-                or lease.until - time.time() < cfg.request_timeout + margin
-                or (len(rows) > 1 and self._too_large is not None and _request_bytes(rows) >= self._too_large)
-            ):
+            if stop.is_set() or self._lease_short(lease) or self._too_big(rows):
                 return rows, lease, None, requests, False
             try:
                 send([r.body for r in rows], timeout=cfg.request_timeout)
@@ -329,10 +322,24 @@ class Drainer:
             raise
         if not lease.ended:  # split, or lost: rows left unsent (rejected, updated meanwhile) are free again
             await self._db(self._store.release, lease.id)
+        self._round_went_through()
+        return True
+
+    def _round_went_through(self) -> None:
+        """A round succeeded: the next failure pauses from the start again, and is logged again."""
         if self._failed_rounds:
             self._failed_rounds = 0
             self._logged.clear()
-        return True
+
+    def _lease_short(self, lease: _Lease) -> bool:
+        """Less than `request_timeout` (plus a margin) of `lease` is left: renew it before the next request."""
+        cfg = self._config
+        margin = min(1.0, (cfg.lease_seconds - cfg.request_timeout) / 2)
+        return lease.until - time.time() < cfg.request_timeout + margin
+
+    def _too_big(self, rows: Sequence[Claimed]) -> bool:
+        """A batch of several at least as big as one already refused with 413: split it before sending."""
+        return len(rows) > 1 and self._too_large is not None and _request_bytes(rows) >= self._too_large
 
     def _counted(self, complete: Callable[P, R]) -> Callable[P, R]:
         """`complete` (a `Store` completion returning the rows deleted, alone or first in a tuple), counting them in
@@ -395,11 +402,7 @@ class Drainer:
         through whole), so a batch of several is split without being sent whole first. A batch at least as big as
         one already refused with 413 is split without being sent too.
         """
-        if (
-            failed is None
-            and len(rows) > 1
-            and (known_bad or (self._too_large is not None and _request_bytes(rows) >= self._too_large))
-        ):
+        if failed is None and len(rows) > 1 and (known_bad or self._too_big(rows)):
             await self._split(rows, lease, inferable=known_bad)
             return False
         sent, rejected = await self._send(rows, lease, failed)
@@ -473,8 +476,7 @@ class Drainer:
         """Make sure the lease outlives the next request: renew it when less than `request_timeout` (plus a margin)
         is left. A lease that ran out and was taken over is lost: no rows are ours to send (returns empty)."""
         cfg = self._config
-        margin = min(1.0, (cfg.lease_seconds - cfg.request_timeout) / 2)
-        if not lease.lost and lease.until - time.time() < cfg.request_timeout + margin:
+        if not lease.lost and self._lease_short(lease):
             until = time.time() + cfg.lease_seconds
             lease.lost = not await self._db(self._store.renew, lease.id, cfg.lease_seconds)
             lease.until = until

@@ -33,13 +33,8 @@ class DbThread:
 
     def _serve(self) -> None:
         while (call := self._calls.get()) is not None:
-            fut, fn, args, kwargs = call
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                fut.set_result(fn(*args, **kwargs))
-            except BaseException as exc:
-                fut.set_exception(exc)
+            _run(*call)
+            del call  # an idle thread keeps nothing of its last call (a sender's would be a whole request body)
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         """Queue `fn` now: the order of calls is fixed here, not at the await. Raises `RuntimeError` after close."""
@@ -60,6 +55,16 @@ class DbThread:
             self._calls.put(None)
         if self._thread is not threading.current_thread():
             self._thread.join()
+
+
+def _run(fut: Future[T], fn: Callable[..., T], args: tuple[object, ...], kwargs: dict[str, object]) -> None:
+    if fut.set_running_or_notify_cancel():
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            fut.set_exception(exc)
+            del fut  # the error's traceback holds this frame: without this, frame -> fut -> error -> frame is a
+            # cycle that keeps the call's arguments (a request body) until the cyclic GC runs, which can be minutes
 
 
 class Workers:

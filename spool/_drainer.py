@@ -26,6 +26,7 @@ import os
 import socket
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -42,6 +43,7 @@ __all__ = ["Drainer"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+E = TypeVar("E", bound=BaseException)
 
 log = logging.getLogger("spool")
 
@@ -69,6 +71,20 @@ class _Next:
     force: bool
     rows: list[Claimed] = field(default_factory=list)
     until: float = 0.0
+
+
+def _unlinked(exc: E) -> E:
+    """`exc` alone: its message, without the traceback or the errors it chained (their frames cleared). A failed
+    batch's error is handed between frames and threads and raised again, which puts it in reference cycles with
+    frames that hold the batch's rows and request body (httpx's errors hold the request too); only the cyclic GC
+    would free them, and under a steady producer it seldom runs: an outage kept ~50 request bodies alive."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        traceback.clear_frames(seen.__traceback__)
+        seen.__traceback__ = None
+        seen = seen.__cause__ or seen.__context__
+    exc.__cause__ = exc.__context__ = None
+    return exc
 
 
 def _request_bytes(rows: Sequence[Claimed]) -> int:
@@ -156,18 +172,34 @@ class Drainer:
         elif self.paused:
             return
         n = batch_size or self._config.batch_size
+        if self._failed_rounds and not force and not await self._probe(n):
+            return
         async with asyncio.TaskGroup() as tg:  # unlike gather, waits for cancelled workers to give their rows back
             for _ in range(self._config.max_inflight):
                 tg.create_task(self._worker(force, n))
         while await self._db(self._store.reclaim):  # give freed space back in short steps (producers interleave)
             pass
 
-    async def _worker(self, force: bool, batch_size: int) -> None:
-        assert self._slots is not None
+    async def _prepare(self) -> None:
         prepare = getattr(self._sink, "prepare", None)  # optional: set-up that must not eat into a lease
         if prepare is not None:
             with contextlib.suppress(Exception):  # a failing set-up surfaces in send(), as a delivery error
                 await prepare()
+
+    async def _probe(self, batch_size: int) -> bool:
+        """After a failed round, one batch goes first, alone: a backend that may still be down is not sent
+        `max_inflight` batches at once, and an outage holds one batch in memory, not `max_inflight`. True when it
+        went through (the round may go on), or when nothing was left to send."""
+        assert self._slots is not None
+        await self._prepare()
+        async with self._slots:
+            until = time.time() + self._config.lease_seconds  # taken before the claim: never later
+            rows = await self._claim(batch_size, False)
+            return not rows or await self._deliver_claim(rows, _Lease(rows[0].lease, until))
+
+    async def _worker(self, force: bool, batch_size: int) -> None:
+        assert self._slots is not None
+        await self._prepare()
         nxt = _Next(batch_size, force)  # the batch claimed with the previous one's completion, if any
         try:
             while force or not self.paused:
@@ -277,7 +309,7 @@ class Drainer:
             try:
                 send([r.body for r in rows], timeout=cfg.request_timeout)
             except DeliveryError as exc:
-                return rows, lease, exc, requests, False
+                return rows, lease, _unlinked(exc), requests, False
             except Exception as exc:  # a sink bug is not a reason to lose or drop spans
                 return rows, lease, TransientError(f"sink raised {type(exc).__name__}: {exc}"), requests, False
             requests += 1
@@ -304,26 +336,26 @@ class Drainer:
         `failed`: the batch was just sent, and failed so (its first attempt)."""
         try:
             await self._deliver(rows, lease, nxt=nxt, failed=failed)
-        except TransientError as exc:
-            pause = self._pause(exc.retry_after)
-            self.counters["cooldowns"] += 1
-            await self._db(self._store.release, lease.id, [r.seq for r in rows], time.time() + pause)
-            self._log_once(
-                "transient", f"spool: delivery failing ({exc}); {len(rows)} spans kept, retry in {pause:.0f}s"
-            )
-            return False
-        except CredentialsError as exc:
-            pause = self._pause(None)
-            await self._db(self._store.release, lease.id)
-            self._log_once("credentials", f"spool: credentials refused ({exc}); spans kept, probing in {pause:.0f}s")
-            return False
+        except (TransientError, CredentialsError) as exc:
+            err = _unlinked(exc)
         except BaseException:
             self._db.submit(self._store.release, lease.id)  # cancelled mid-send: give the rows back now
             raise
-        if not lease.ended:  # split, or lost: rows left unsent (rejected, updated meanwhile) are free again
+        else:
+            if not lease.ended:  # split, or lost: rows left unsent (rejected, updated meanwhile) are free again
+                await self._db(self._store.release, lease.id)
+            self._round_went_through()
+            return True
+        if isinstance(err, CredentialsError):
+            pause = self._pause(None)
             await self._db(self._store.release, lease.id)
-        self._round_went_through()
-        return True
+            self._log_once("credentials", f"spool: credentials refused ({err}); spans kept, probing in {pause:.0f}s")
+            return False
+        pause = self._pause(err.retry_after)
+        self.counters["cooldowns"] += 1
+        await self._db(self._store.release, lease.id, [r.seq for r in rows], time.time() + pause)
+        self._log_once("transient", f"spool: delivery failing ({err}); {len(rows)} spans kept, retry in {pause:.0f}s")
+        return False
 
     def _round_went_through(self) -> None:
         """A round succeeded: the next failure pauses from the start again, and is logged again."""
@@ -444,11 +476,14 @@ class Drainer:
             return await self._attempt(rows, lease, failed)
         except TransientError as exc:
             first: TransientError | None = exc
+            failed = None  # it may be `exc`: this frame is in its traceback (see `_attempt`)
         async for attempt in retrying(self._config, self._sleep):
             with attempt:
                 if first is not None:  # tenacity's attempt 1 is the one that just failed: its outcome, replayed
-                    replay, first = first, None
-                    raise replay
+                    try:
+                        raise first
+                    finally:
+                        first = None  # see `_attempt`
                 return await self._attempt(rows, lease)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
@@ -470,7 +505,10 @@ class Drainer:
         await self._failed(failed, rows, lease)
         if isinstance(failed, RejectedError):
             return rows, failed
-        raise failed
+        try:
+            raise failed
+        finally:
+            del failed  # frame -> error -> traceback -> frame: a cycle that would hold `rows` until the cyclic GC
 
     async def _hold(self, rows: Sequence[Claimed], lease: _Lease) -> Sequence[Claimed]:
         """Make sure the lease outlives the next request: renew it when less than `request_timeout` (plus a margin)

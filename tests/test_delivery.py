@@ -4,11 +4,15 @@ cooldowns, flush() contract, leases. Real SQLite files, the real receiver, the r
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import gc
 import itertools
 import math
 import random
+import socket
 import time
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -325,6 +329,7 @@ def test_pause_between_failed_rounds_grows_to_a_cap() -> None:
     assert all(b > a for a, b in itertools.pairwise(pauses[:5]))
     assert max(pauses) <= 10.0 and pauses[-1] >= 9.0
     assert cooldown(1, cfg, retry_after=7.0) >= 7.0
+    assert 9.0 <= cooldown(100_000, cfg) <= 10.0  # days of outage: still the cap, no overflow
 
 
 # -- transient failures ---------------------------------------------------------------------------------------
@@ -381,6 +386,66 @@ def test_transient_rounds_cool_down_longer_and_keep_rows(spool_path: Path, recei
 
     asyncio.run(main())
     assert len(receiver.spans) == 5
+
+
+def test_after_a_failed_round_one_batch_probes_alone(spool_path: Path, receiver: Receiver, sink: SGPSink) -> None:
+    """The first round sends `max_inflight` batches; once it failed, each round sends one batch until one goes
+    through, then all of them again."""
+    store_only(spool_path, [span(i) for i in range(40)])
+    receiver.fail_status = 503
+    cfg = replace(QUIET, batch_size=5, max_inflight=4, max_attempts=1, backoff_max=5.0, cooldown_max=5.0)
+
+    async def main() -> None:
+        async with Spool(spool_path, sink=sink, config=cfg) as sp:
+            drainer = sp._drainer  # its first round starts at once: four batches side by side, refused
+            await until(lambda: drainer.counters["cooldowns"] == 4, what="the first round to fail")
+            assert receiver.requests == 4
+            drainer._paused_until = 0.0  # the pause is over
+            await drainer.drain(force=False)  # one probe, refused
+            assert receiver.requests == 5 and drainer.paused
+            receiver.fail_status = None
+            drainer._paused_until = 0.0
+            await drainer.drain(force=False)  # the probe goes through, then the other batches follow
+            assert receiver.batches == [5, 5, 5]  # the 25 rows that failed are still cooling down
+            assert await sp.flush(timeout=10) and len(receiver.spans) == 40
+
+    asyncio.run(main())
+
+
+def test_failed_rounds_leave_no_reference_cycles(spool_path: Path) -> None:
+    """A failed batch's error travels between frames and threads; it must not sit in a reference cycle with them,
+    which would keep the batch's rows and request body until the cyclic GC ran (rarely, under a steady producer)."""
+    import httpx
+
+    store_only(spool_path, [span(i) for i in range(20)])
+    with socket.socket() as s:  # a port nobody listens on: every request is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    refused = SGPSink(api_key="k", account_id="a", base_url=f"http://127.0.0.1:{port}")
+    cfg = replace(QUIET, batch_size=5, max_attempts=2, backoff_initial=0.001, backoff_max=0.01, cooldown_max=0.1)
+
+    async def main() -> None:
+        async with Spool(spool_path, sink=refused, config=cfg) as sp:
+            gc.collect()
+            gc.disable()
+            try:
+                counters = sp._drainer.counters  # rounds every ~0.1 s, each refused
+                await until(lambda: counters["cooldowns"] >= 8, what="eight failed batches")
+                gc.set_debug(gc.DEBUG_SAVEALL)
+                gc.collect()
+                holding = collections.Counter(
+                    f"{o.f_code.co_name}:{o.f_lineno}" if isinstance(o, types.FrameType) else type(o).__name__
+                    for o in gc.garbage
+                    if isinstance(o, httpx.Request)
+                    or (isinstance(o, types.FrameType) and "/spool/" in o.f_code.co_filename)
+                )
+            finally:
+                gc.set_debug(0)
+                gc.garbage.clear()
+                gc.enable()
+            assert not holding, holding
+
+    asyncio.run(main())
 
 
 def test_last_error_set_after_every_failed_attempt_and_cleared(

@@ -105,7 +105,9 @@ class Drainer:
         self._too_large: int | None = None  # smallest request (bytes) refused with 413: bigger batches are pre-split
         self._wake: asyncio.Event | None = None
         self._slots: asyncio.Semaphore | None = None  # batches on the wire, shared by every caller of drain()
-        self._waiting = 0  # workers waiting for a slot: the steady path hands its slot over after a batch
+        # Workers waiting for a slot, by batch size: the steady path hands its slot over after a batch to a worker
+        # that wants another size (a flush with larger batches), not to one that would do the same as it does.
+        self._waiting: dict[int, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._logged: set[str] = set()
         self._threads = Workers("spool-drain") if isinstance(sink, BlockingSink) else None
@@ -203,11 +205,11 @@ class Drainer:
         nxt = _Next(batch_size, force)  # the batch claimed with the previous one's completion, if any
         try:
             while force or not self.paused:
-                self._waiting += 1
+                self._waiting[batch_size] = self._waiting.get(batch_size, 0) + 1
                 try:
                     await self._slots.acquire()
                 finally:
-                    self._waiting -= 1
+                    self._waiting[batch_size] -= 1
                 try:
                     rows: Sequence[Claimed] = nxt.rows
                     lease_until, nxt.rows = nxt.until, []
@@ -302,7 +304,7 @@ class Drainer:
         send = self._sink.send_blocking  # type: ignore[attr-defined]
         requests = 0
         while rows:
-            if requests and self._waiting:
+            if requests and sum(self._waiting.values()) > self._waiting.get(nxt.size, 0):
                 return rows, lease, None, requests, True
             if stop.is_set() or self._lease_short(lease) or self._too_big(rows):
                 return rows, lease, None, requests, False

@@ -9,10 +9,9 @@ Leases: a claimed batch is leased for `lease_seconds`; before every request the 
 (each socket operation, for a request made from a drain thread), so no other drainer can claim rows while a request
 carrying them may still be on the wire.
 
-The steady path: with a `BlockingSink`, each worker sends from a drain thread of its own, without a trip through the
-event loop, for as long as requests go through at their first attempt. The next batch is claimed while a request is
-on the wire; a batch that went through is completed before the next one leaves, so a crash re-sends at most one
-batch per worker. Anything else (a failed request, a lease to renew, a batch to pre-split) goes back to the
+The steady path: with a `BlockingSink`, each worker sends from a drain thread of its own and completes each batch
+together with the claim of the next one, without a trip through the event loop, for as long as requests go through
+at their first attempt. Anything else (a failed request, a lease to renew, a batch to pre-split) goes back to the
 async path on the loop, with the outcome already known.
 """
 
@@ -304,35 +303,32 @@ class Drainer:
         cfg = self._config
         send = self._sink.send_blocking  # type: ignore[attr-defined]
         requests = 0
-        ahead: concurrent.futures.Future[list[Claimed]] | None = None  # the next batch, claimed during the send
-        ahead_until = 0.0
-        try:
-            while rows:
-                if requests and sum(self._waiting.values()) > self._waiting.get(nxt.size, 0):
-                    return rows, lease, None, requests, True
-                if stop.is_set() or self._lease_short(lease) or self._too_big(rows):
-                    return rows, lease, None, requests, False
-                if nxt.force or not self.paused:
-                    ahead_until = time.time() + cfg.lease_seconds  # taken before the claim: never later
-                    ahead = self._db.submit(self._store.claim, self.owner, nxt.size, cfg.lease_seconds, force=nxt.force)
-                try:
-                    send([r.body for r in rows], timeout=cfg.request_timeout)
-                except DeliveryError as exc:
-                    return rows, lease, _unlinked(exc), requests, False
-                except Exception as exc:  # a sink bug is not a reason to lose or drop spans
-                    return rows, lease, TransientError(f"sink raised {type(exc).__name__}: {exc}"), requests, False
-                requests += 1
-                # Completed (and its lease ended) before the next batch leaves: a crash re-sends one batch at most.
-                self._db.submit(self._counted(self._store.complete_and_claim), self.owner, rows, 0, 0.0).result()
-                rows, ahead = (ahead.result() if ahead is not None else []), None
-                if rows:
-                    lease = hand[0] = _Lease(rows[0].lease, ahead_until)
-            return rows, lease, None, requests, False
-        finally:
-            if ahead is not None:  # claimed for a next request that is not made here: give it back
-                with contextlib.suppress(Exception):
-                    if claimed := ahead.result():
-                        self._db.submit(self._store.release, claimed[0].lease)
+        while rows:
+            if requests and sum(self._waiting.values()) > self._waiting.get(nxt.size, 0):
+                return rows, lease, None, requests, True
+            if stop.is_set() or self._lease_short(lease) or self._too_big(rows):
+                return rows, lease, None, requests, False
+            try:
+                send([r.body for r in rows], timeout=cfg.request_timeout)
+            except DeliveryError as exc:
+                return rows, lease, _unlinked(exc), requests, False
+            except Exception as exc:  # a sink bug is not a reason to lose or drop spans
+                return rows, lease, TransientError(f"sink raised {type(exc).__name__}: {exc}"), requests, False
+            requests += 1
+            until = time.time() + cfg.lease_seconds  # taken before the claim: never later
+            size = nxt.size if not stop.is_set() and (nxt.force or not self.paused) else 0
+            done = self._db.submit(
+                self._counted(self._store.complete_and_claim),
+                self.owner,
+                rows,
+                size,
+                cfg.lease_seconds,
+                force=nxt.force,
+            )
+            rows = done.result()[1]
+            if rows:
+                lease = hand[0] = _Lease(rows[0].lease, until)
+        return rows, lease, None, requests, False
 
     async def _deliver_claim(
         self, rows: Sequence[Claimed], lease: _Lease, nxt: _Next | None = None, failed: DeliveryError | None = None

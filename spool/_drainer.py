@@ -107,6 +107,7 @@ class Drainer:
         self._slots: asyncio.Semaphore | None = None  # batches on the wire, shared by every caller of drain()
         # Workers waiting for a slot, by batch size: the steady path hands its slot over after a batch to a worker
         # that wants another size (a flush with larger batches), not to one that would do the same as it does.
+        # Written on the loop, read from drain threads (`sum` of the values runs under the interpreter lock).
         self._waiting: dict[int, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._logged: set[str] = set()

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ._errors import (
         CredentialsError,
         DeliveryError,
+        EndpointError,
         RejectedError,
         SpoolClosedError,
         SpoolConfigError,
@@ -32,6 +33,7 @@ _WHERE = {
     "default_path": "_config",
     "CredentialsError": "_errors",
     "DeliveryError": "_errors",
+    "EndpointError": "_errors",
     "RejectedError": "_errors",
     "SpoolClosedError": "_errors",
     "SpoolConfigError": "_errors",
@@ -50,6 +52,7 @@ _WHERE = {
 __all__ = [
     "CredentialsError",
     "DeliveryError",
+    "EndpointError",
     "RejectedError",
     "SGPSink",
     "Sink",

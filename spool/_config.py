@@ -25,9 +25,14 @@ def default_path() -> Path:
     return Path(state).expanduser() / "span-spool" / "spans.db"
 
 
+_BUILT_IN: dict[str, Any] = {}
+"""Each field's default when the environment does not set it (`SpoolConfig.defaults()`)."""
+
+
 def _env(name: str, parse: Callable[[str], T], default: T) -> Callable[[], T]:
     """A default factory: `SPOOL_<NAME>` parsed when set, else `default`. Runs only when the field is not given."""
     var = "SPOOL_" + name.upper()
+    _BUILT_IN[name] = default
 
     def factory() -> T:
         raw = os.environ.get(var)
@@ -50,6 +55,17 @@ def _lower(s: str) -> str:
 
 
 _MiB = 1024 * 1024
+
+
+def _from_env(var: str, value: Any) -> bool:
+    """`value` is what the environment variable `var` says (so an error names the variable, not the field)."""
+    raw = os.environ.get(var, "").strip()
+    if not raw:
+        return False
+    try:
+        return raw.lower() == str(value).lower() or type(value)(raw) == value
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -110,4 +126,12 @@ class SpoolConfig:
         }
         for name, (value, ok, expected) in checks.items():
             if not ok:
-                raise SpoolConfigError(f"SpoolConfig.{name}={value!r} is out of range (expected {expected})")
+                var = "SPOOL_" + name.upper()
+                from_env = _from_env(var, value)
+                source = f"{var}={os.environ[var].strip()}" if from_env else f"SpoolConfig.{name}={value!r}"
+                raise SpoolConfigError(f"{source} is out of range (expected {expected})")
+
+    @classmethod
+    def defaults(cls) -> SpoolConfig:
+        """The built-in defaults, whatever the environment says (for commands that only read a file)."""
+        return cls(**_BUILT_IN)

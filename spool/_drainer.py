@@ -2,7 +2,8 @@
 
 Outcomes per batch: delivered -> rows deleted (the versions sent); transient -> retried with backoff, then the rows
 cool down (kept); rejected -> the batch is split until the bad item stands alone, which goes to the dead table;
-credentials -> draining pauses (rows kept, no attempt counted). Every failed attempt sets `last_error`.
+credentials refused or no span API at the URL (404) -> draining pauses (rows kept, no attempt
+counted). Every failed attempt sets `last_error`.
 
 Leases: a claimed batch is leased for `lease_seconds`; before every request the drainer makes sure at least
 `request_timeout` of the lease is left (renewing it when not), and every request is cut off at `request_timeout`
@@ -34,7 +35,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from ._config import SpoolConfig
 from ._dbthread import DbThread, Workers
-from ._errors import CredentialsError, DeliveryError, RejectedError, TransientError
+from ._errors import CredentialsError, DeliveryError, EndpointError, RejectedError, TransientError
 from ._retry import Sleep, cooldown, retrying
 from ._sink import BlockingSink, Sink
 from ._store import Claimed, Store
@@ -46,6 +47,10 @@ R = TypeVar("R")
 E = TypeVar("E", bound=BaseException)
 
 log = logging.getLogger("spool")
+
+_PAUSING = (CredentialsError, EndpointError)
+"""Failures no retry can fix until someone fixes the configuration: draining pauses, rows are kept, no attempt is
+counted."""
 
 
 @dataclass(slots=True)
@@ -98,7 +103,9 @@ class Drainer:
         self._store, self._db, self._sink, self._config, self._sleep = store, db, sink, config, sleep
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         self.counters: collections.Counter[str] = collections.Counter()
-        self.last_error: str | None = None
+        self.blocked: DeliveryError | None = None
+        """The last round's failure when it was one of `_PAUSING` (a refused key, no span API at the URL); cleared
+        by the next round that goes through. `Spool.flush(strict=True)` gives up on it at once."""
         self._failed_rounds = 0
         self._paused_until = 0.0  # monotonic
         self._not_before = 0.0  # monotonic: the server's last Retry-After, honoured even by a forced drain
@@ -112,14 +119,20 @@ class Drainer:
         self._task: asyncio.Task[None] | None = None
         self._logged: set[str] = set()
         self._threads = Workers("spool-drain") if isinstance(sink, BlockingSink) else None
+        self._backlog = store.has_rows()  # read on the caller's thread: the store's thread has not started using it
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start the background task on `loop` (the previous loop's task, if any, is abandoned with its loop)."""
+        """Start the background task on `loop` (the previous loop's task, if any, is abandoned with its loop).
+
+        The first task drains at once only when the file held rows at open (a backlog an earlier process left);
+        otherwise what is put now waits for `flush_interval` or `flush_trigger`, as an in-memory queue's batches
+        do. A task on a later loop drains at once: the loop before it may have ended before its interval did."""
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(self._config.max_inflight)
-        self._task = loop.create_task(self._run(), name="spool-drainer")
+        now, self._backlog = self._backlog, True
+        self._task = loop.create_task(self._run(drain_now=now), name="spool-drainer")
 
     def kick(self) -> None:
         """Ask for a drain now (call from the bound loop's thread)."""
@@ -136,16 +149,18 @@ class Drainer:
         if self._threads is not None:
             self._threads.close()
 
-    async def _run(self) -> None:
+    async def _run(self, drain_now: bool) -> None:
         assert self._wake is not None
         wake = self._wake
         while True:
             try:
-                await self.drain(force=False)
+                if drain_now:
+                    await self.drain(force=False)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug must not stop delivery for good
                 log.exception("spool drainer: unexpected error; will try again")
+            drain_now = True
             wait = self._config.flush_interval
             paused = self._paused_until - time.monotonic()
             if paused > 0:
@@ -277,7 +292,6 @@ class Drainer:
             raise
         if requests:
             self.counters["requests"] += requests
-            self.last_error = None
             self._round_went_through()
         return rows, lease, failed, turn_over
 
@@ -339,7 +353,7 @@ class Drainer:
         `failed`: the batch was just sent, and failed so (its first attempt)."""
         try:
             await self._deliver(rows, lease, nxt=nxt, failed=failed)
-        except (TransientError, CredentialsError) as exc:
+        except (TransientError, *_PAUSING) as exc:
             err = _unlinked(exc)
         except BaseException:
             self._db.submit(self._store.release, lease.id)  # cancelled mid-send: give the rows back now
@@ -349,11 +363,14 @@ class Drainer:
                 await self._db(self._store.release, lease.id)
             self._round_went_through()
             return True
-        if isinstance(err, CredentialsError):
+        if isinstance(err, _PAUSING):
+            self.blocked = err
             pause = self._pause(None)
             await self._db(self._store.release, lease.id)
-            self._log_once("credentials", f"spool: credentials refused ({err}); spans kept, probing in {pause:.0f}s")
+            what = "credentials refused" if isinstance(err, CredentialsError) else "no span API"
+            self._log_once(what, f"spool: {what} ({err}); spans kept, probing in {pause:.0f}s")
             return False
+        assert isinstance(err, TransientError)
         pause = self._pause(err.retry_after)
         self.counters["cooldowns"] += 1
         await self._db(self._store.release, lease.id, [r.seq for r in rows], time.time() + pause)
@@ -362,6 +379,7 @@ class Drainer:
 
     def _round_went_through(self) -> None:
         """A round succeeded: the next failure pauses from the start again, and is logged again."""
+        self.blocked = None
         if self._failed_rounds:
             self._failed_rounds = 0
             self._logged.clear()
@@ -448,7 +466,6 @@ class Drainer:
                 await self._complete_claim(sent, lease, nxt)
             else:
                 await self._db(self._counted(self._store.complete), sent)
-            self.last_error = None
             return True
         self.counters["rejected_requests"] += 1
         if rejected.status == 413:
@@ -538,12 +555,13 @@ class Drainer:
             raise TransientError(f"sink raised {type(exc).__name__}: {exc}") from exc
 
     async def _failed(self, exc: DeliveryError, rows: Sequence[Claimed], lease: _Lease) -> None:
-        """Record a failed request: `last_error` (here and in the file, for every process's `stats`), a counted
+        """Record a failed request: `last_error` (in the file, for every process's `stats`), a counted
         attempt on each row (transient failures only), and the server's `Retry-After`."""
         text = str(exc)
         if isinstance(exc, CredentialsError):
             text = f"credentials refused: {exc} (draining paused, spans kept)"
-        self.last_error = text
+        elif isinstance(exc, EndpointError):
+            text = f"{exc}; check SGP_CLIENT_BASE_URL (draining paused, spans kept)"
         self.counters["failed_requests"] += 1
         if isinstance(exc, CredentialsError):
             self.counters["credentials_refused"] += 1

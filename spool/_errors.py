@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "CredentialsError",
     "DeliveryError",
+    "EndpointError",
     "RejectedError",
     "SpoolClosedError",
     "SpoolConfigError",
@@ -32,7 +33,18 @@ class SpoolSchemaError(SpoolError):
 
 
 class SpoolCorruptError(SpoolError):
-    """The file is not a readable spool database."""
+    """The file is not a readable spool. `damage` holds SQLite's words when it is a spool SQLite reports as damaged
+    (a bad page, a torn header): `spool recover` salvages what is readable; None when it is not a spool file at all
+    (empty, another program's file). Retrying won't help; the file is never modified because of it."""
+
+    def __init__(self, path: object, damage: str | None = None) -> None:
+        self.path = str(path)
+        self.damage = damage
+        if damage is None:
+            message = f"{path} is not a spool file"
+        else:
+            message = f"{path} is damaged ({damage}); run: spool recover --path {path} --out NEW.db"
+        super().__init__(message)
 
 
 class DeliveryError(SpoolError):
@@ -67,3 +79,7 @@ class RejectedError(DeliveryError):
 
 class CredentialsError(DeliveryError):
     """The sink refused the credentials (401, 403). Not the spans' fault: retrying helps once the key is fixed."""
+
+
+class EndpointError(DeliveryError):
+    """No span API at the sink's URL (404). Not the spans' fault: retrying helps once the base URL is fixed."""

@@ -5,14 +5,16 @@ Only the `Spool` heals; the CLI's read commands open with `Store(path, create=Fa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
 from ._config import SpoolConfig
 from ._errors import SpoolCorruptError
-from ._store import Store, spool_files
+from ._store import Store, has_sqlite_header, spool_files
 
 __all__ = ["FULL_CHECK_MAX_BYTES", "move_aside", "open_store_healing"]
 
@@ -51,52 +53,85 @@ def _check(store: Store) -> list[str]:
     return store.check_cheap()
 
 
-def open_store_healing(path: str | os.PathLike[str], config: SpoolConfig) -> tuple[Store, str | None]:
+def open_store_healing(
+    path: str | os.PathLike[str], config: SpoolConfig, *, heal: bool = True
+) -> tuple[Store, str | None]:
     """Open (or create) the spool at `path` for a `Spool`; returns the store and, when the file had to be moved
     aside, what happened (also logged as an error, and recorded in the fresh file's meta as `last_error`, cleared
     by the next successful delivery, and as `moved_aside`, kept).
 
     A file that is not a spool database, or fails the check after an unclean close, is moved aside (`move_aside`)
-    and a fresh spool is started. Raises `SpoolSchemaError` (file untouched) for a file from a newer span-spool,
+    and a fresh spool is started. The store heals the same way when a query finds the file damaged later
+    (`Store.on_damage`). Raises `SpoolSchemaError` (file untouched) for a file from a newer span-spool,
     `SpoolError` / `OSError` when the file cannot be opened at all (permissions, a directory, a lock held too long).
+    `heal=False` (a command, which must not move files): raises `SpoolCorruptError` instead of moving aside, then
+    and later.
     """
     p = Path(path)
     try:
-        if not _sqlite_header(p):  # decided before SQLite opens it: SQLite would delete a -wal beside it on close
-            raise SpoolCorruptError(f"{p} is not an SQLite database (no SQLite header)")
+        if not has_sqlite_header(p):  # decided before SQLite opens it: SQLite would delete a -wal beside it on close
+            raise SpoolCorruptError(p)
         store = Store(p, config)
     except SpoolCorruptError as exc:
-        problem = str(exc)
+        if not heal:
+            raise
+        problem = _problem(exc)
     else:
         problems = _check(store)
         if not problems:
-            _opened(store)
+            _opened(store, heal)
             return store, None
         store.close(checkpoint=False)
+        if not heal:
+            raise SpoolCorruptError(p, "; ".join(problems[:3]))
         problem = f"{p} failed its integrity check: {'; '.join(problems[:3])}"
     moved = move_aside(p)
-    note = f"{problem}; moved it aside to {moved} and started a fresh spool"
-    log.error("spool: %s", note)
     store = Store(p, config)
+    return store, _started_fresh(store, problem, moved)
+
+
+def _problem(exc: SpoolCorruptError) -> str:
+    return f"{exc.path} is not a spool file" if exc.damage is None else f"{exc.path} is damaged ({exc.damage})"
+
+
+def _started_fresh(store: Store, problem: str, moved: Path) -> str:
+    """Record on the fresh store (`last_error` until a delivery succeeds, `moved_aside` kept) and in the log, once,
+    that the file was moved aside; mark it in use. Returns the note."""
+    note = f"{problem}; moved it aside to {moved} and started a fresh spool (salvage it: spool recover --path {moved}"
+    note += " --out NEW.db)"
+    log.error("spool: %s", note)
     store.set_error(note)  # shown by `stats()` / `spool stats` until a delivery succeeds
     store.set_meta("moved_aside", note)  # kept: the last file moved aside, for people and tools
     _opened(store)
-    return store, note
+    return note
 
 
-def _sqlite_header(path: Path) -> bool:
-    """False for a file that does not start like an SQLite database (missing, empty, being-created files are fine)."""
+def _heal_running(store: Store, exc: sqlite3.DatabaseError) -> None:
+    """`Store.on_damage` of a `Spool`'s store: a query found the file damaged. Move it aside (unless another
+    process already did: the file at the path is not ours any more) and go on with a fresh one."""
+    store.on_damage = None  # while healing: a damaged fresh file must not loop
     try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except FileNotFoundError:
-        return True
-    magic = b"SQLite format 3\x00"
-    # Zeros, or a prefix of the magic then zeros, is a file another process is creating right now, not garbage.
-    return head == magic or magic.startswith(head.rstrip(b"\x00"))
+        with contextlib.suppress(sqlite3.Error):
+            store.close(checkpoint=False)
+        try:
+            ours = os.stat(store.path).st_ino == store.inode
+        except FileNotFoundError:
+            ours = False
+        if ours:
+            moved = move_aside(store.path)
+            store.reopen()
+            _started_fresh(store, f"{store.path} is damaged ({exc})", moved)
+        else:
+            store.reopen()
+            _opened(store)
+    finally:
+        store.on_damage = _heal_running
 
 
-def _opened(store: Store) -> None:
-    """Mark the file in use until `close()` records a clean close."""
+def _opened(store: Store, heal: bool = True) -> None:
+    """Mark the file in use until `close()` records a clean close, and (`heal`) heal it if it turns out damaged
+    later."""
     store.set_meta("clean_close", 0)
     store.mark_clean_on_close = True
+    if heal:
+        store.on_damage = _heal_running

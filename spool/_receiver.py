@@ -275,7 +275,8 @@ class Receiver:
             self._loop, self._thread = loop, thread
             try:
                 if self.out is not None:
-                    self._out_file = open(self.out, "a", encoding="utf-8")  # noqa: SIM115
+                    fd = os.open(self.out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # spans hold prompts
+                    self._out_file = open(fd, "a", encoding="utf-8")  # noqa: SIM115
                 asyncio.run_coroutine_threadsafe(self._start_in_loop(), loop).result(10)
             except BaseException:
                 self._teardown()

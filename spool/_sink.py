@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import orjson
 
 from ._dbthread import Workers
-from ._errors import CredentialsError, DeliveryError, RejectedError, SpoolConfigError, TransientError
+from ._errors import CredentialsError, DeliveryError, EndpointError, RejectedError, SpoolConfigError, TransientError
 
 if TYPE_CHECKING:
     import httpx
@@ -79,12 +79,14 @@ def _detail(body: bytes) -> str:
     return body[:500].decode("utf-8", "replace")
 
 
-def classify_response(status: int, body: bytes, retry_after: str | None = None) -> DeliveryError | None:
+def classify_response(
+    status: int, body: bytes, retry_after: str | None = None, url: object = None
+) -> DeliveryError | None:
     """None for a 2xx; otherwise the error that says what the failure means for the batch.
 
-    401/403 -> `CredentialsError`; 400/409/413/422 -> `RejectedError`; everything else (408, 429, 5xx, and
-    unexpected codes such as a 404 from a wrong base URL, which are configuration, not the spans' fault) ->
-    `TransientError` carrying `Retry-After`.
+    401/403 -> `CredentialsError`; 404 -> `EndpointError` (a wrong base URL: configuration, not the spans' fault;
+    `url` is named in its message); 400/409/413/422 -> `RejectedError`; everything else (408, 429, 5xx, other
+    unexpected codes) -> `TransientError` carrying `Retry-After`.
     """
     if 200 <= status < 300:
         return None
@@ -92,6 +94,9 @@ def classify_response(status: int, body: bytes, retry_after: str | None = None) 
     msg = f"HTTP {status}: {detail}"
     if status in _CREDENTIALS:
         return CredentialsError(msg, status=status, detail=detail)
+    if status == 404:
+        where = f" at {url}" if url is not None else ""
+        return EndpointError(f"no span API{where} (HTTP 404: {detail})", status=status, detail=detail)
     if status in _REJECTED:
         return RejectedError(msg, status=status, detail=detail)
     return TransientError(msg, status=status, detail=detail, retry_after=_retry_after(retry_after))
@@ -101,8 +106,9 @@ class SGPSink:
     """Delivers batches to Scale GP's `PUT /v5/spans/batch`.
 
     Credentials and base URL come from the arguments, else the SDK's environment (`SGP_API_KEY`, `SGP_ACCOUNT_ID`,
-    `SGP_CLIENT_BASE_URL`); the constructor raises `SpoolConfigError` when the key or account is missing. The SDK
-    (imported off the caller's thread, started at construction) supplies the base URL and headers.
+    `SGP_CLIENT_BASE_URL`); the constructor raises `SpoolConfigError` when the key or account is missing or the base
+    URL is not an http(s) URL. The SDK (imported off the caller's thread, started at construction) supplies the base
+    URL and headers.
 
     Requests go through one keep-alive `httpx.HTTPTransport` (httpx's public transport API), each made in a sender
     thread of the sink's own, one per request in flight: the event loop only hands the stored bytes over and awaits
@@ -118,9 +124,10 @@ class SGPSink:
         self._base_url = base_url or os.environ.get("SGP_CLIENT_BASE_URL") or None
         missing = [n for n, v in (("SGP_API_KEY", self._api_key), ("SGP_ACCOUNT_ID", self._account_id)) if not v]
         if missing:
-            raise SpoolConfigError(
-                f"no Scale GP credentials: set {' and '.join(missing)} (or pass api_key/account_id to SGPSink)"
-            )
+            raise SpoolConfigError(f"no Scale GP credentials: set {' and '.join(missing)}")
+        if self._base_url is not None and not self._base_url.lower().startswith(("http://", "https://")):
+            source = "base_url" if base_url else "SGP_CLIENT_BASE_URL"
+            raise SpoolConfigError(f"{source}={self._base_url!r} is not an http(s) URL (e.g. http://127.0.0.1:8321)")
         self._url: httpx.URL | None = None
         self._headers: httpx.Headers | None = None
         self._lock = threading.Lock()
@@ -201,7 +208,7 @@ class SGPSink:
             raise TransientError(f"timed out after {timeout:g}s ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise TransientError(f"connection failed: {type(exc).__name__}: {exc}") from exc
-        err = classify_response(resp.status_code, body, resp.headers.get("retry-after"))
+        err = classify_response(resp.status_code, body, resp.headers.get("retry-after"), self._url)
         if err is not None:
             raise err
 

@@ -46,6 +46,10 @@ class Spool:
     overflow drops). The spool follows the running event loop: its tasks and HTTP client are re-created on a new
     loop, and puts made under a loop that died are committed on the next one. Use it from one loop at a time.
 
+    A file that is not a usable spool, at open or when a query later finds it damaged, is moved aside
+    (`<name>.corrupt-<time>`, kept for `spool recover`) and the spool goes on with a fresh file, reporting it in
+    `last_error`; `heal=False` raises `SpoolCorruptError` instead and never moves the file (for tools).
+
     The constructor opens (or creates) the file and may raise `SpoolError` subclasses or `OSError`.
     """
 
@@ -56,10 +60,11 @@ class Spool:
         sink: Sink | None = None,
         config: SpoolConfig | None = None,
         sleep: Sleep = asyncio.sleep,
+        heal: bool = True,
     ) -> None:
         self.config = config or SpoolConfig()
         self.path = Path(path) if path is not None else default_path()
-        self._store: Store = open_store_healing(self.path, self.config)[0]
+        self._store: Store = open_store_healing(self.path, self.config, heal=heal)[0]
         self._db = DbThread()
         self._sink = sink
         self._drainer = Drainer(self._store, self._db, sink, self.config, sleep=sleep) if sink is not None else None
@@ -244,12 +249,14 @@ class Spool:
         self._bound()
         await self._commit_pending()
 
-    async def flush(self, timeout: float | None = 30.0, *, batch_size: int | None = None) -> bool:
+    async def flush(self, timeout: float | None = 30.0, *, batch_size: int | None = None, strict: bool = False) -> bool:
         """Commit, then deliver until nothing is pending, trying cooled-down and paused rows at once.
 
         Returns True when the file holds no pending rows (dead letters do not count) at return; False when rows
         remain at `timeout` (leased by another live drainer, credentials refused, backend down). Never raises
-        for delivery failures; without a sink it only commits.
+        for delivery failures; without a sink it only commits. `strict=True` (what `spool flush` uses) gives up at
+        once when retrying cannot help, raising the `CredentialsError` (401/403) or `EndpointError` (404) that
+        stopped delivery; the rows stay pending.
         """
         loop = self._bound()
         await self.commit()
@@ -262,6 +269,8 @@ class Spool:
             async with asyncio.timeout_at(deadline):
                 while True:
                     await drainer.drain(force=True, batch_size=batch_size)
+                    if strict and drainer.blocked is not None:
+                        raise drainer.blocked
                     if await self._pending_rows() == 0:
                         return True
                     await asyncio.sleep(delay)
@@ -283,7 +292,7 @@ class Spool:
         return st
 
     def metrics(self, *, gauges: bool = True) -> dict[str, int | float | None]:
-        """A flat, plain dict for any metrics system (see also `spool._otel.instrument`).
+        """A flat, plain dict for any metrics system (see also `spool.otel.instrument`).
 
         Counters, this process since open: `delivered` (spans the sink took), `retried` (failed transient attempts:
         timeouts, 408/429/5xx, connection errors), `rejected` (requests refused as invalid, 400/409/413/422, splits

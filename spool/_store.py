@@ -15,7 +15,9 @@ be renewed, so its holder drops the rows it had not sent yet).
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
+import functools
 import itertools
 import operator
 import os
@@ -25,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 from ._config import SpoolConfig
 from ._errors import SpoolCorruptError, SpoolError, SpoolSchemaError
@@ -37,7 +39,10 @@ __all__ = [
     "Claimed",
     "DeadLetter",
     "Store",
+    "damage_error",
+    "has_sqlite_header",
     "is_busy",
+    "is_damage",
     "row_cost",
     "split_rows",
     "spool_files",
@@ -45,6 +50,8 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 2
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _v1_to_v2(db: sqlite3.Connection) -> None:
@@ -182,6 +189,34 @@ def is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
+def is_damage(exc: sqlite3.Error) -> bool:
+    """SQLite reports the file as damaged (SQLITE_CORRUPT, SQLITE_NOTADB)."""
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF in _CORRUPT_CODES
+
+
+def has_sqlite_header(path: Path) -> bool:
+    """False for a file that does not start like an SQLite database (missing, empty, being-created files are fine)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        return True
+    magic = b"SQLite format 3\x00"
+    # Zeros, or a prefix of the magic then zeros, is a file another process is creating right now, not garbage.
+    return head == magic or magic.startswith(head.rstrip(b"\x00"))
+
+
+def damage_error(path: Path, exc: sqlite3.Error) -> SpoolCorruptError:
+    """The error for a file SQLite could not read: damaged (SQLite's words), or not an SQLite file at all."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    if size == 0 or not has_sqlite_header(path):
+        return SpoolCorruptError(path)
+    return SpoolCorruptError(path, str(exc))
+
+
 def _file_size(p: Path) -> int:
     try:
         return p.stat().st_size
@@ -227,21 +262,51 @@ class DeadLetter:
         }
 
 
+def _heals(method: Callable[P, R]) -> Callable[P, R]:
+    """A `Store` method a running `Spool` calls: when SQLite reports the file damaged and the store has an
+    `on_damage` healer, the healer moves the file aside and reopens the store on a fresh file, and the call is made
+    once more there (an append lands in the fresh file; a claim finds nothing; a completion deletes nothing)."""
+
+    @functools.wraps(method)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        store: Store = args[0]  # type: ignore[assignment]
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if store.on_damage is None or not is_damage(exc):
+                raise
+            store.on_damage(store, exc)
+        return method(*args, **kwargs)
+
+    return run
+
+
 class Store:
     """One connection to one spool file. Not thread-safe: use it from one thread at a time.
 
     `Store(path, config)` creates the file (mode 0600, directory 0700) or opens and migrates it. Raises
-    `SpoolSchemaError` for a file from a newer span-spool, `SpoolCorruptError` for one that is not a spool (or is
-    damaged where opening reads), `SpoolError` for one that cannot be opened (permissions, a directory, a lock held
+    `SpoolSchemaError` for a file from a newer span-spool, `SpoolCorruptError` for one that is not a spool or is
+    damaged where opening reads, `SpoolError` for one that cannot be opened (permissions, a directory, a lock held
     past the busy timeout); `create=False` raises `FileNotFoundError` when there is no file. Never moves or deletes
-    a file: a `Spool` heals through `spool._heal.open_store_healing`.
+    a file: a `Spool` heals through `spool._heal` (`on_damage`).
+
+    `readonly=True` (the CLI's read commands) opens the file with SQLite's `mode=ro`: nothing is written to it (no
+    migration, index, checkpoint or clean-close mark), and an empty file is `SpoolCorruptError` (not a spool).
     """
 
-    def __init__(self, path: str | os.PathLike[str], config: SpoolConfig | None = None, *, create: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        config: SpoolConfig | None = None,
+        *,
+        create: bool = True,
+        readonly: bool = False,
+    ) -> None:
         self.path = Path(path)
         self.config = config or SpoolConfig()
+        self.readonly = readonly
         if not self.path.exists():
-            if not create:
+            if not create or readonly:
                 raise FileNotFoundError(str(self.path))
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
@@ -251,21 +316,50 @@ class Store:
         """Estimated bytes per commit that keep the WAL near its checkpoint size (see `split_rows`)."""
         self.mark_clean_on_close = False
         """Set by the `Spool`'s opener: `close()` then records a clean close (the next open skips the check)."""
+        self.on_damage: Callable[[Store, sqlite3.DatabaseError], None] | None = None
+        """Set by the `Spool`'s opener: called when a query finds the file damaged; it moves the file aside and
+        `reopen`s this store on a fresh one, and the call that met the damage is made once more (`_heals`)."""
         self._page_size = 4096
+        self._open()
+
+    def _open(self) -> None:
+        """Connect and set up; the file's identity is kept, so a healer can tell whether it was replaced."""
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
-        except sqlite3.Error as exc:
+            self._db = self._connect()
+            self.inode = os.stat(self.path).st_ino
+        except (sqlite3.Error, OSError) as exc:
             raise SpoolError(f"cannot open {self.path}: {exc}") from exc
         try:
-            self._setup()
+            try:
+                self._setup()
+            except sqlite3.OperationalError:
+                # Read-only, and SQLite may not create the WAL index (`-shm`) here (another user's directory): a
+                # file with no WAL beside it can still be read as immutable, which needs no index.
+                if not self.readonly or self._wal_path.exists():
+                    raise
+                self._db.close()
+                self._db = self._connect(immutable=True)
+                self._setup()
         except sqlite3.DatabaseError as exc:
             self._db.close()
-            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _CORRUPT_CODES:
-                raise SpoolCorruptError(f"{self.path} is not a readable spool database: {exc}") from exc
+            if is_damage(exc):
+                raise damage_error(self.path, exc) from exc
             raise SpoolError(f"cannot open {self.path}: {exc}") from exc
         except BaseException:
             self._db.close()
             raise
+
+    def _connect(self, *, immutable: bool = False) -> sqlite3.Connection:
+        if not self.readonly:
+            return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        uri = self.path.absolute().as_uri() + ("?mode=ro&immutable=1" if immutable else "?mode=ro")
+        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0)
+
+    def reopen(self) -> None:
+        """Close the connection (no checkpoint) and open the file at `path` again (a fresh one, when it was moved)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        self._open()
 
     # -- set-up ---------------------------------------------------------------------------------------------
 
@@ -277,6 +371,9 @@ class Store:
         # ~1.5 MB less RSS.
         db.execute("PRAGMA cache_size = -1024")
         fresh = self._check_header()
+        if self.readonly:
+            self._setup_readonly(fresh)
+            return
         if fresh:
             db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         db.execute("PRAGMA journal_mode = WAL")
@@ -295,14 +392,29 @@ class Store:
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._check_header()
         self._migrate()
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if missing := {"spans", "dead", "meta", "leases"} - tables:
-            raise SpoolCorruptError(f"{self.path} is not a complete spool database (no table {', '.join(missing)})")
+        self._check_tables()
         if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'spans_attempted'").fetchone() is None:
             # Migration note: index added within schema 1 (for `spool stats` attempts buckets). Files made before it
             # get it on first open (one scan of the table, ~1.5 s per 1M rows); older span-spools read them as is.
             with self._tx():
                 db.execute(_ATTEMPTED_INDEX)
+
+    def _setup_readonly(self, fresh: bool) -> None:
+        if fresh:
+            raise SpoolCorruptError(self.path)  # an empty file: a reader must not make it a spool
+        self._page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:
+            raise SpoolError(
+                f"{self.path} has schema version {version}, from an older span-spool; it is upgraded when a Spool or"
+                f" `spool flush` opens it (this command only reads)"
+            )
+        self._check_tables()
+
+    def _check_tables(self) -> None:
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if missing := {"spans", "dead", "meta", "leases"} - tables:
+            raise SpoolCorruptError(self.path, f"no table {', '.join(sorted(missing))}")
 
     def _check_header(self) -> bool:
         """True for an empty file. Raises `SpoolCorruptError` for a database that is not a spool and
@@ -316,7 +428,7 @@ class Store:
         if version == 0 and objects == 0:
             return True
         if app_id != _APP_ID:
-            raise SpoolCorruptError(f"{self.path} is not a span-spool database (application_id {app_id:#x})")
+            raise SpoolCorruptError(self.path)  # another program's SQLite database
         if version > SCHEMA_VERSION:
             raise SpoolSchemaError(
                 f"{self.path} has schema version {version}, newer than this span-spool's {SCHEMA_VERSION}; "
@@ -334,7 +446,7 @@ class Store:
             while version < SCHEMA_VERSION:
                 step = _MIGRATIONS.get(version)
                 if step is None:
-                    raise SpoolCorruptError(f"{self.path} has schema version {version}, which no span-spool wrote")
+                    raise SpoolCorruptError(self.path, f"schema version {version}, which no span-spool wrote")
                 step(db)
                 version += 1
             db.execute(f"PRAGMA user_version = {version}")
@@ -356,7 +468,7 @@ class Store:
     def close(self, *, checkpoint: bool = True) -> None:
         """Checkpoint (truncating the WAL) and close; with `mark_clean_on_close`, first record the clean close.
         `checkpoint=False` only closes. Idempotent."""
-        if checkpoint:
+        if checkpoint and not self.readonly:
             if self.mark_clean_on_close:
                 self.mark_clean_on_close = False
                 with contextlib.suppress(sqlite3.Error):
@@ -378,6 +490,7 @@ class Store:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else row[0]
 
+    @_heals
     def set_error(self, text: str | None) -> None:
         """Record (or with None, clear) the last delivery error, with its time."""
         with self._tx() as db:
@@ -389,12 +502,14 @@ class Store:
                     [("last_error", text), ("last_error_at", time.time())],
                 )
 
+    @_heals
     def set_meta(self, key: str, value: Any) -> None:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     # -- producer side ----------------------------------------------------------------------------------------
 
+    @_heals
     def append(
         self, rows: Sequence[Encoded], now: float | None = None, *, dropped: int = 0, cost: int | None = None
     ) -> int:
@@ -420,6 +535,54 @@ class Store:
                 db.executemany(_UPSERT, map(_add, rows[full:], itertools.repeat((t,))))  # (*row, t): plain tuples
             self._bump("dropped_total", dropped + lost)
         return lost
+
+    def outcomes(self, rows: Sequence[Encoded]) -> collections.Counter[str]:
+        """What `append(rows)` would do with each row, by the coalescing rule (`_ON_CONFLICT`), read now: counts of
+        "new" (no row for the span), "updated" (the row's bytes would be replaced) and "unchanged" (the same bytes,
+        or a start meeting a stored end). Rows of one span within `rows` meet each other as they would in the file."""
+        seen: dict[tuple[str, str], tuple[bytes, bool]] = {}
+        out: collections.Counter[str] = collections.Counter()
+        find = "SELECT body, is_end FROM spans WHERE trace_id = ? AND span_id = ?"
+        for r in rows:
+            key = (r.trace_id, r.span_id)
+            if key not in seen:
+                row = self._db.execute(find, key).fetchone()
+                if row is not None:
+                    seen[key] = (bytes(row[0]), bool(row[1]))
+            stored = seen.get(key)
+            if stored is None:
+                out["new"] += 1
+            elif stored[0] != r.body and (r.is_end or not stored[1]):
+                out["updated"] += 1
+            else:
+                out["unchanged"] += 1
+                continue
+            seen[key] = (r.body, bool(r.is_end))
+        return out
+
+    def restore(self, spans: Iterable[Sequence[Any]], dead: Iterable[Sequence[Any]]) -> int:
+        """Insert rows salvaged from another spool file (`spool recover`), in one transaction, keeping their bytes,
+        enqueue times and attempts: `spans` as (trace_id, span_id, is_end, body, enqueued_at, attempts), `dead` as
+        the dead table's columns after `id`. A span already here is kept. Returns the rows inserted."""
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT INTO spans (trace_id, span_id, is_end, body, enqueued_at, attempts) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (trace_id, span_id) DO NOTHING",
+                spans,
+            )
+            db.executemany(
+                "INSERT INTO dead (trace_id, span_id, name, body, status, detail, attempts, enqueued_at, failed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                dead,
+            )
+            return db.total_changes - before
+
+    def add_totals(self, totals: dict[str, int]) -> None:
+        """Add to the persistent totals (`delivered_total`, `dropped_total`, ...)."""
+        with self._tx():
+            for key, n in totals.items():
+                self._bump(key, n)
 
     def _used_bytes(self) -> int:
         """What counts against `max_bytes`: pages in use, the WAL (at least its checkpoint size), the SHM."""
@@ -534,6 +697,7 @@ class Store:
                 out.append((lo, hi))
         return out
 
+    @_heals
     def claim(self, owner: str, limit: int, lease_seconds: float, *, force: bool = False) -> list[Claimed]:
         """Lease up to `limit` deliverable rows, oldest first, from the first run of rows no live lease covers.
         `force` ignores cool-downs (not others' leases)."""
@@ -563,12 +727,14 @@ class Store:
             after = max(after, hi)
         return []
 
+    @_heals
     def attempt_failed(self, lease: int, seqs: Iterable[int], lease_seconds: float) -> None:
         """Count one failed attempt on each row and renew the lease for the next one."""
         with self._tx() as db:
             db.executemany("UPDATE spans SET attempts = attempts + 1 WHERE seq = ?", [(s,) for s in seqs])
             db.execute("UPDATE leases SET until = ? WHERE id = ?", (time.time() + lease_seconds, lease))
 
+    @_heals
     def renew(self, lease: int, lease_seconds: float) -> bool:
         """Extend `lease` to `lease_seconds` from now. False when it is gone (it expired and another drainer's claim
         removed it): its rows may be another drainer's now."""
@@ -578,6 +744,7 @@ class Store:
                 > 0
             )
 
+    @_heals
     def complete(self, sent: Sequence[Claimed]) -> int:
         """The sink took `sent`: delete exactly the versions sent (rows updated meanwhile stay, and are sent again
         once their lease ends) and clear `last_error` (a success, whichever process had it).
@@ -587,6 +754,7 @@ class Store:
         with self._tx():
             return self._complete(sent)
 
+    @_heals
     def complete_and_claim(
         self, owner: str, sent: Sequence[Claimed], limit: int, lease_seconds: float, *, force: bool = False
     ) -> tuple[int, list[Claimed]]:
@@ -607,6 +775,7 @@ class Store:
         db.execute("DELETE FROM meta WHERE key IN ('last_error', 'last_error_at')")
         return deleted
 
+    @_heals
     def release(self, lease: int, seqs: Sequence[int] = (), next_attempt_at: float | None = None) -> None:
         """End `lease`: its rows are free again; with `next_attempt_at`, `seqs` cool down until then."""
         with self._tx() as db:
@@ -616,11 +785,13 @@ class Store:
                 )
             db.execute("DELETE FROM leases WHERE id = ?", (lease,))
 
+    @_heals
     def release_owner(self, owner: str) -> None:
         """End every lease `owner` holds (on close)."""
         with self._tx() as db:
             db.execute("DELETE FROM leases WHERE owner = ?", (owner,))
 
+    @_heals
     def to_dead(self, row: Claimed, status: int | None, detail: str | None) -> bool:
         """Move the sent version of a rejected row to the dead table. False if the row changed meanwhile (its newer
         version is tried once the lease ends)."""
@@ -645,6 +816,11 @@ class Store:
                 total += f.stat().st_size
         return total
 
+    def has_rows(self) -> bool:
+        """Any pending row (one index step, unlike `counts`)."""
+        return self._db.execute("SELECT 1 FROM spans LIMIT 1").fetchone() is not None
+
+    @_heals
     def counts(self) -> tuple[int, int, float | None]:
         """(pending, inflight, oldest enqueue time) in one read transaction."""
         db, now = self._db, time.time()
@@ -657,6 +833,7 @@ class Store:
             oldest = db.execute("SELECT enqueued_at FROM spans ORDER BY seq LIMIT 1").fetchone()
         return pending, inflight, None if oldest is None else oldest[0]
 
+    @_heals
     def stats(self, extra_dropped: int = 0) -> SpoolStats:
         db = self._db
         now = time.time()

@@ -404,8 +404,7 @@ def test_check_missing_and_damaged(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"this is not a database" * 100)
     r = run("check", "--path", garbage)
-    assert r.exit_code == 1
-    assert "problem" in r.stdout
+    assert r.exit_code == 2 and r.stderr == f"Error: {garbage} is not a spool file\n"
 
 
 def test_check_finds_damaged_pages(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ def test_export_then_import_into_a_fresh_spool_gives_identical_rows(tmp_path: Pa
 
     r = run("import", str(out), "--path", str(dst))
     assert r.exit_code == 0, r.stderr
-    assert "imported 31 spans (0 skipped)" in r.stdout
+    assert r.stdout.endswith(": 31 new, 0 updated, 0 unchanged, 0 skipped\n")
     assert [row[:4] for row in rows(dst)] == [row[:4] for row in rows(src)]
 
     again = tmp_path / "again.jsonl"
@@ -87,6 +87,7 @@ def test_a_second_import_adds_nothing_and_bumps_no_version(tmp_path: Path) -> No
 
     r = run("import", str(out), "--path", str(dst))
     assert r.exit_code == 0
+    assert r.stdout.endswith(": 0 new, 0 updated, 31 unchanged, 0 skipped\n")  # rows, not lines read
     assert rows(dst) == first  # same rows, same versions: identical bytes are not an update
     assert {row[4] for row in first} == {1}
 
@@ -117,8 +118,33 @@ def test_a_bad_line_is_reported_by_number_and_skipped_the_rest_imported(tmp_path
     assert err[1] == "line 5: item['trace_id'] must be a string, got int"
     assert err[2] == "line 7: item is missing required key 'name'"
     assert err[3].startswith("line 8: item must be a mapping")
-    assert "imported 4 spans (4 skipped)" in r.stdout
+    assert r.stdout.endswith(": 4 new, 0 updated, 0 unchanged, 4 skipped\n")
     assert [row[1] for row in rows(dst)] == ["span-0", "span-1", "span-2", "span-3"]
+
+
+def test_import_counts_an_end_replacing_its_start_as_updated(tmp_path: Path) -> None:
+    dst = tmp_path / "b.db"
+    starts, ends = tmp_path / "starts.jsonl", tmp_path / "ends.jsonl"
+    starts.write_bytes(b"".join(orjson.dumps(span(i)) + b"\n" for i in range(3)))
+    ends.write_bytes(b"".join(orjson.dumps(span(i, end=True)) + b"\n" for i in range(2)))
+    assert run("import", str(starts), "--path", str(dst)).stdout.endswith(
+        ": 3 new, 0 updated, 0 unchanged, 0 skipped\n"
+    )
+    assert run("import", str(ends), "--path", str(dst)).stdout.endswith(": 0 new, 2 updated, 0 unchanged, 0 skipped\n")
+    # a start never replaces its end: unchanged
+    assert run("import", str(starts), "--path", str(dst)).stdout.endswith(
+        ": 0 new, 0 updated, 3 unchanged, 0 skipped\n"
+    )
+
+
+def test_import_into_a_path_under_a_file_names_the_problem(tmp_path: Path) -> None:
+    a_file = tmp_path / "hostname"
+    a_file.write_text("x")
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(orjson.dumps(span(1)) + b"\n")
+    r = run("import", str(src), "--path", str(a_file / "x.db"))
+    assert r.exit_code == 2
+    assert r.stderr == f"Error: cannot create a spool at {a_file / 'x.db'}: {a_file} is not a directory\n"
 
 
 def test_stdout_and_stdin_round_trip(tmp_path: Path) -> None:

@@ -141,7 +141,7 @@ class RecordingMeter(NoOpMeter):
 def test_instrument_registers_callbacks_that_report_the_metrics(
     receiver: Receiver, sink: SGPSink, spool_path: Path
 ) -> None:
-    from spool._otel import instrument
+    from spool.otel import instrument
 
     receiver.fail_status, receiver.fail_count = 503, 1
     meter = RecordingMeter()
@@ -176,7 +176,7 @@ def test_instrument_registers_callbacks_that_report_the_metrics(
 
 
 def test_instrument_on_the_global_meter_and_import_spool_stays_free_of_opentelemetry(spool_path: Path) -> None:
-    from spool._otel import instrument
+    from spool.otel import instrument
 
     async def go() -> int:
         async with Spool(spool_path, config=FAST) as sp:
@@ -189,7 +189,7 @@ def test_instrument_on_the_global_meter_and_import_spool_stays_free_of_opentelem
 
 @pytest.mark.parametrize("max_age", [0.0, 60.0])
 def test_callbacks_share_one_read_per_max_age(spool_path: Path, max_age: float) -> None:
-    from spool._otel import instrument
+    from spool.otel import instrument
 
     meter = RecordingMeter()
 

@@ -44,4 +44,4 @@ def main() -> None:
     _register()
     from ._common import app
 
-    app()
+    app(prog_name="spool")

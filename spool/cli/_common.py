@@ -1,29 +1,74 @@
-"""Shared pieces of the CLI: the typer app, the `--path` option, opening a spool file, one-line errors."""
+"""Shared pieces of the CLI: the typer app, the `--path` option, opening a spool file, one-line errors.
+
+Errors are turned into one `Error: ...` line and an exit code in one place, `SpoolGroup.invoke` (`error_line`): a
+command raises `SpoolError`, `sqlite3.Error` or `OSError` and never prints a traceback.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
-from .._config import SpoolConfig, default_path
-from .._errors import SpoolError
-from .._store import Store
+from .._config import default_path
+from ._boundary import ERRORS, existing, open_store, report
 
-__all__ = ["PathOption", "app", "fail", "open_store", "resolve_path"]
+__all__ = ["PathOption", "SpoolGroup", "app", "existing", "fail", "open_store", "resolve_path"]
+
+_HELP = """Inspect, flush and replay a span-spool file (a durable buffer of tracing spans).
+
+\b
+Examples:
+  spool stats                     what the spool holds ($SPOOL_PATH or the XDG default)
+  spool flush --timeout 120       deliver everything now (SGP_API_KEY, SGP_ACCOUNT_ID)
+  spool dead list --path ./spans.db
+"""
+
+
+class SpoolGroup(TyperGroup):
+    """The `spool` command group: errors from any command become one `Error:` line (exit 2), never a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            print("Error: interrupted", file=sys.stderr)
+            raise typer.Exit(130) from None
+        except ERRORS as exc:
+            raise typer.Exit(report(exc)) from None
+
 
 app = typer.Typer(
     name="spool",
-    help="Inspect, flush and replay a span-spool file (a durable buffer of tracing spans).",
+    cls=SpoolGroup,
+    help=_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        print(f"spool (span-spool) {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", "-V", is_eager=True, callback=_version, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
 
 PathOption = Annotated[
     Path | None,
@@ -44,20 +89,3 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def resolve_path(path: Path | None) -> Path:
     return path if path is not None else default_path()
-
-
-@contextlib.contextmanager
-def open_store(path: Path | None, config: SpoolConfig | None = None) -> Iterator[Store]:
-    """Open an existing spool file for a command that reads it; a missing file is `Error: no spool at PATH`
-    (exit 2), so a wrong path never looks like an empty spool."""
-    p = resolve_path(path)
-    if not p.exists():
-        fail(f"no spool at {p}")
-    try:
-        store = Store(p, config or SpoolConfig(), create=False)
-    except (SpoolError, OSError) as exc:
-        fail(str(exc))
-    try:
-        yield store
-    finally:
-        store.close()

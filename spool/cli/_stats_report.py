@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
 __all__ = [
-    "DETAIL_KEYS",
     "ROWS",
     "collect_stats",
     "fast_stats",
@@ -33,15 +32,11 @@ __all__ = [
 ]
 
 
-DETAIL_KEYS = ("attempts_buckets", "top_traces", "last_error_at", "moved_aside")
-"""Keys of `spool stats --json` after the `SpoolStats` fields (see `Store.stats_detail`)."""
-
-
 def collect_stats(store: Store, *, detail: bool = True, all_traces: bool = False) -> dict[str, Any]:
-    """The `SpoolStats` fields of `store` (exactly those keys: the `--json` contract), and with `detail` the
-    `DETAIL_KEYS` after them: `attempts_buckets`, `top_traces` (None above `TOP_TRACES_MAX_ROWS` pending rows
-    unless `all_traces`: counting them scans an index, which would break the 300 ms budget on a 1M-row spool),
-    `last_error_at` (epoch seconds or None)."""
+    """The `SpoolStats` fields of `store` (exactly those keys: the `--json` contract), and with `detail` the keys
+    of `Store.stats_detail` after them: `attempts_buckets`, `top_traces` (None above `TOP_TRACES_MAX_ROWS` pending
+    rows unless `all_traces`: counting them scans an index, which would break the 300 ms budget on a 1M-row
+    spool), `last_error_at` (epoch seconds or None), `moved_aside`."""
     data = store.stats().to_dict()
     if not detail:
         return data
@@ -170,36 +165,33 @@ def fast_stats(argv: Sequence[str]) -> int | None:
             path = arg[7:]
         else:
             return None
-    from .._config import SpoolConfig, default_path
-    from .._errors import SpoolError
+    from ._boundary import ERRORS, open_store, report
 
-    p = Path(path) if path is not None else default_path()
-    if not p.exists():
-        print(f"Error: no spool at {p}", file=sys.stderr)
-        return 2
     try:
-        store = Store(p, SpoolConfig(), create=False)
-    except (SpoolError, OSError) as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        print_stats(store, as_json)
-    finally:
-        store.close()
+        with open_store(Path(path) if path is not None else None) as store:
+            print_stats(store, as_json)
+    except ERRORS as exc:
+        return report(exc)
     return 0
 
 
 def watch_stats(
     store: Store, as_json: bool, interval: float, *, detail: bool = False, all_traces: bool = False
 ) -> None:
-    """Re-read `store` every `interval` seconds until Ctrl-C: a rich Live table on a terminal, or with `as_json`
-    one JSON object per line (flushed, for a pipe)."""
+    """Re-read `store` every `interval` seconds until Ctrl-C: a rich Live table on a terminal; with `as_json` one
+    JSON object per line; otherwise (a pipe, a file) one plain table per interval, each flushed as it is written, so
+    `spool stats --watch > log` and `| tee` see every frame."""
     import time
 
     try:
-        if as_json:
+        if as_json or not sys.stdout.isatty():
             while True:
-                print(json.dumps(collect_stats(store, detail=detail, all_traces=all_traces)), flush=True)
+                if as_json:
+                    print(json.dumps(collect_stats(store, detail=detail, all_traces=all_traces)), flush=True)
+                else:
+                    data = collect_stats(store, all_traces=all_traces)
+                    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+                    print(plain_stats(data, f"{store.path}   {stamp}", color=False) + "\n", flush=True)
                 time.sleep(interval)
         from rich.console import Console, Group
         from rich.live import Live

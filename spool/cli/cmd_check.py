@@ -1,4 +1,4 @@
-"""`spool check`: SQLite's own consistency check of a spool file."""
+"""`spool check`: SQLite's own consistency check of a spool file (read-only)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .._config import SpoolConfig
-from .._errors import SpoolCorruptError, SpoolError
-from .._store import Store
-from ._common import PathOption, app, fail, resolve_path
+from ._common import PathOption, app, open_store
 
 __all__ = ["check"]
 
@@ -21,29 +18,21 @@ def check(
         bool, typer.Option("--full", help="Run integrity_check (slower, also checks indexes) instead of quick_check.")
     ] = False,
 ) -> None:
-    """Check a spool file for corruption (SQLite's quick_check).
+    """Check a spool file for damage (read-only).
 
-    Prints "ok" and exits 0, or the problems found and exits 1 (2: no spool at the path).
+    Runs SQLite's quick_check (--full: integrity_check); the file is only read.
+    Prints "ok" and exits 0, or the problems found and exits 1; exit 2 when there is no spool at the path, it is
+    not a spool file, or it is too damaged to open.
     """
-    p = resolve_path(path)
-    if not p.exists():
-        fail(f"no spool at {p}")
     pragma = "integrity_check" if full else "quick_check"
-    try:
-        store = Store(p, SpoolConfig(), create=False)
-    except SpoolCorruptError as exc:
-        print(f"problem: {exc}")
-        raise typer.Exit(1) from None
-    except (SpoolError, OSError) as exc:
-        fail(str(exc))
-    try:
+    with open_store(path) as store:
         problems = store.check(full=full)
-    finally:
-        store.close()
+    p = store.path
     if not problems:
         print(f"ok: {p} passed {pragma}")
         return
     for line in problems:
         print(f"problem: {line}")
     print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found in {p} by {pragma}")
+    print(f"salvage what is readable: spool recover --path {p} --out NEW.db")
     raise typer.Exit(1)

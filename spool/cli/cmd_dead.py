@@ -87,8 +87,11 @@ def dead_list(
     if as_json:
         print(json.dumps([d.to_dict() for d in letters]))
         return
-    if not letters:
+    if not total:
         print(f"no dead letters in {where}")
+        return
+    if not letters:
+        print(f"showing 0 of {plural(total, 'dead letter')} (--limit 0)")
         return
     from rich.console import Console
 
@@ -120,11 +123,12 @@ def dead_retry(ids: IdsArgument = None, all_: AllOption = False, path: PathOptio
     Use it once what the server rejected is fixed; `spool flush` sends them at once.
     """
     selected = _selection(ids, all_)
-    with open_store(path) as store:
+    with open_store(path, write=True) as store:
         if selected is not None:
             _check_ids(store, selected)
         n = store.dead_retry(selected)
-    print(f"moved {plural(n, 'dead letter')} back to pending" + ("; run `spool flush` to send them now" if n else ""))
+    then = f"; run `spool flush` to send {'it' if n == 1 else 'them'} now" if n else ""
+    print(f"moved {plural(n, 'dead letter')} back to pending{then}")
 
 
 @dead_app.command("purge", epilog="Example: spool dead purge --older-than 7d --path ./spans.db")
@@ -145,7 +149,7 @@ def dead_purge(
         except ValueError as exc:
             fail(str(exc))
     selected = _selection(ids, all_ or (age is not None and not ids))
-    with open_store(path) as store:
+    with open_store(path, write=True) as store:
         if selected is not None:
             _check_ids(store, selected)
         n = store.dead_purge(selected, older_than=age)

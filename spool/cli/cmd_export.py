@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,7 +58,10 @@ def export(
     dead: Annotated[bool, typer.Option("--dead", help="Export dead letters instead of pending spans.")] = False,
     trace: Annotated[str | None, typer.Option("--trace", metavar="ID", help="Only spans of this trace_id.")] = None,
 ) -> None:
-    """Write pending spans (or dead letters) as JSON lines: one item per line, the exact stored bytes."""
+    """Write pending spans or dead letters as JSON lines.
+
+    One item per line, the exact stored bytes; the file is created 0600 (spans hold prompts).
+    """
     what = "dead letter" if dead else "span"
     with open_store(path) as store:
         total = _total(store, dead, trace) if sys.stderr.isatty() else None
@@ -73,16 +75,15 @@ def export(
             _quiet_stdout()
             raise typer.Exit(1) from None
         except OSError as exc:
-            fail(f"cannot write {out}: {exc}")
-        except sqlite3.Error as exc:
-            fail(f"cannot read {store.path}: {exc}")
+            fail(f"cannot write {out}: {exc.strerror or exc}")
     where = "stdout" if out == "-" else out
     print(f"exported {plural(written, what)} to {where}", file=sys.stderr)
 
 
 @contextlib.contextmanager
 def _output(out: str) -> Iterator[IO[bytes]]:
-    """stdout for `-`; else `OUT.partial`, renamed to OUT once everything is written (removed on failure)."""
+    """stdout for `-`; else `OUT.partial` (created 0600: spans hold prompts), renamed to OUT once everything is
+    written (removed on failure)."""
     if out == "-":
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
@@ -90,7 +91,7 @@ def _output(out: str) -> Iterator[IO[bytes]]:
     final = Path(out)
     partial = final.with_name(final.name + ".partial")
     try:
-        with open(partial, "wb") as f:
+        with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             yield f
         os.replace(partial, final)
     except BaseException:

@@ -1,7 +1,8 @@
 """`spool flush`: deliver what a spool holds now, to Scale GP (credentials from `SGP_*`), then exit.
 
-Exit 0 when nothing is pending at the end (dead letters do not count), 1 when spans remain (the backend is down, the
-key is refused, the timeout ran out: they stay on disk), 2 for bad usage, missing credentials or no spool file.
+Exit 0 when nothing is pending at the end (dead letters do not count), 1 when spans remain (the backend is down or
+the timeout ran out: they stay on disk), 2 when retrying cannot help (missing or refused credentials, a base URL that
+is not an http(s) URL or has no span API) or for bad usage or no spool file.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .._config import SpoolConfig
-from .._errors import SpoolError
+from .._errors import CredentialsError, EndpointError
 from .._sink import SGPSink
-from ._common import PathOption, app, fail, resolve_path
+from ._boundary import naming_damage
+from ._common import PathOption, app, existing, fail
 from ._format import human_count, plural
 
 if TYPE_CHECKING:
@@ -32,9 +34,9 @@ __all__ = ["flush", "run_flush"]
 
 @contextlib.contextmanager
 def quiet_logs() -> Iterator[None]:
-    """While a command runs: keep library warnings (the command reports delivery problems itself) and httpx's
-    request log off the screen. The levels are restored afterwards (commands also run inside tests)."""
-    levels = {"spool": logging.ERROR, "httpx": logging.WARNING, "httpcore": logging.WARNING}
+    """While a command runs: keep the library's log (the command reports what went wrong itself, in one line) and
+    httpx's request log off the screen. The levels are restored afterwards (commands also run inside tests)."""
+    levels = {"spool": logging.CRITICAL, "httpx": logging.WARNING, "httpcore": logging.WARNING}
     saved = {name: logging.getLogger(name).level for name in levels}
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
@@ -51,16 +53,17 @@ async def run_flush(
     """Open the spool, deliver until nothing is pending or `timeout` passes, close without draining again.
 
     Returns `{"ok", "delivered", "pending", "dead", "last_error"}` (delivered: by this run). Raises `SpoolError` /
-    `OSError` when the file cannot be opened.
+    `OSError` when the file cannot be opened, `CredentialsError` / `EndpointError` at once when the server refuses
+    the key or has no span API at the URL.
     """
     from .._spool import Spool
 
-    spool = Spool(path, sink=sink, config=config)
+    spool = Spool(path, sink=sink, config=config, heal=False)
     try:
         start = await spool.stats()
         watcher = asyncio.create_task(_show_progress(spool, start)) if progress else None
         try:
-            ok = await spool.flush(timeout, batch_size=batch_size)
+            ok = await spool.flush(timeout, batch_size=batch_size, strict=True)
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -128,26 +131,23 @@ def flush(
     """Deliver everything pending now, then exit.
 
     Sends to Scale GP with SGP_API_KEY, SGP_ACCOUNT_ID and SGP_CLIENT_BASE_URL. Exit 0: nothing pending; 1: spans
-    remain (kept on disk: the backend is down, the key is refused or the timeout ran out); 2: bad usage, missing
-    credentials or no spool at the path. A progress bar shows on a terminal.
+    remain (kept on disk: the backend is down or the timeout ran out); 2: retrying cannot help (credentials missing
+    or refused, no span API at the base URL), bad usage or no spool at the path. A progress bar shows on a terminal.
     """
-    p = resolve_path(path)
-    if not p.exists():
-        fail(f"no spool at {p}")
+    p = existing(path)
     if batch_size is not None and not 1 <= batch_size <= 1000:
         fail(f"--batch-size must be 1..1000, got {batch_size}")
     if not timeout >= 0:
         fail(f"--timeout must be >= 0, got {timeout}")
+    config = SpoolConfig() if batch_size is None else SpoolConfig(batch_size=batch_size)
+    sink = SGPSink()
     try:
-        config = SpoolConfig() if batch_size is None else SpoolConfig(batch_size=batch_size)
-        sink = SGPSink()
-    except SpoolError as exc:
-        fail(str(exc))
-    try:
-        with quiet_logs():
+        with quiet_logs(), naming_damage(p):
             result = asyncio.run(run_flush(p, sink, config, timeout, batch_size, progress=sys.stderr.isatty()))
-    except (SpoolError, OSError) as exc:
-        fail(str(exc))
+    except CredentialsError as exc:
+        fail(f"credentials refused ({exc}); fix SGP_API_KEY / SGP_ACCOUNT_ID (spans kept)")
+    except EndpointError as exc:
+        fail(f"{exc}; fix SGP_CLIENT_BASE_URL (spans kept)")
     except KeyboardInterrupt:
         fail("interrupted; what was not delivered stays in the spool", 130)
     if as_json:

@@ -7,6 +7,7 @@ derived from its bytes (not a random one), for the same reason. A bad line is re
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import sqlite3
 import sys
@@ -19,9 +20,9 @@ import orjson
 import typer
 
 from .._config import SpoolConfig
-from .._errors import SpoolError
 from .._items import Encoded, encode_item
 from .._store import Store
+from ._boundary import error_line
 from ._common import PathOption, app, fail, resolve_path
 from ._format import plural
 from ._progress import progress
@@ -47,17 +48,28 @@ def parse_line(line: bytes, max_item_bytes: int) -> Encoded:
 
 def import_lines(
     lines: Iterable[bytes],
-    append: Callable[[list[Encoded]], int],
+    store: Store,
     max_item_bytes: int,
     on_error: Callable[[int, str], None],
     on_chunk: Callable[[int], None] = lambda n: None,
-) -> tuple[int, int, int]:
-    """Parse numbered `lines` (blank ones ignored) and `append` valid items in chunks of `CHUNK` (`append` returns
-    how many spans the disk cap dropped); report each bad line to `on_error(lineno, reason)` and skip it;
-    `on_chunk(bytes read)` after each chunk. Returns (appended, skipped, dropped). Whatever `append` raises
+) -> collections.Counter[str]:
+    """Parse numbered `lines` (blank ones ignored) and append valid items to `store` in chunks of `CHUNK`; report
+    each bad line to `on_error(lineno, reason)` and skip it; `on_chunk(bytes read)` after each chunk. Returns the
+    rows counted as "new", "updated", "unchanged" (already stored with these bytes, or a start meeting its end),
+    "skipped" (bad lines) and "dropped" (new rows the disk cap refused). Whatever `store.append` raises
     propagates (what was appended before stays)."""
     batch: list[Encoded] = []
-    imported = skipped = read = dropped = 0
+    counts: collections.Counter[str] = collections.Counter(new=0, updated=0, unchanged=0, skipped=0, dropped=0)
+    read = 0
+
+    def append() -> None:
+        outcomes = store.outcomes(batch)
+        dropped = store.append(batch)  # only rows new to the file are refused by the cap
+        counts.update(outcomes)
+        counts["new"] -= dropped
+        counts["dropped"] += dropped
+        on_chunk(read)
+
     for lineno, line in enumerate(lines, 1):
         read += len(line)
         if not line.strip():
@@ -65,20 +77,15 @@ def import_lines(
         try:
             batch.append(parse_line(line, max_item_bytes))
         except (ValueError, TypeError) as exc:
-            skipped += 1
+            counts["skipped"] += 1
             on_error(lineno, str(exc))
             continue
         if len(batch) >= CHUNK:
-            dropped += append(batch)
-            imported += len(batch)
-            batch = []
-            on_chunk(read)
-            read = 0
-    if batch:
-        dropped += append(batch)
-        imported += len(batch)
-    on_chunk(read)
-    return imported, skipped, dropped
+            append()
+            batch, read = [], 0
+    if batch or read:
+        append()
+    return counts
 
 
 @app.command(
@@ -89,23 +96,26 @@ def import_(
     src: Annotated[str, typer.Argument(metavar="IN.jsonl|-", help="JSON lines to read, or - for stdin.")],
     path: PathOption = None,
 ) -> None:
-    """Append span items from JSON lines (as `spool export` writes them) to a spool, creating it if missing; bad
-    lines are reported by number and skipped (exit 1)."""
-    try:
-        config = SpoolConfig()
-    except SpoolError as exc:
-        fail(str(exc))
+    """Append spans from JSON lines to a spool.
+
+    Reads what `spool export` writes; creates the spool if missing. Reports new, updated, unchanged and skipped
+    rows; bad lines are reported by number and skipped (exit 1).
+    """
+    config = SpoolConfig()
     try:
         f: IO[bytes] = sys.stdin.buffer if src == "-" else open(src, "rb")  # noqa: SIM115
     except OSError as exc:
-        fail(f"cannot read {src}: {exc}")
+        fail(f"cannot read {src}: {exc.strerror or exc}")
     size = None if src == "-" else _size(Path(src))
     p = resolve_path(path)
     try:
         store = Store(p, config)
-    except (SpoolError, OSError) as exc:
+    except OSError as exc:
         f.close()
-        fail(str(exc))
+        fail(f"cannot create a spool at {p}: {error_line(exc)}")
+    except BaseException:
+        f.close()
+        raise
     shown = 0
 
     def report(lineno: int, reason: str) -> None:
@@ -116,20 +126,21 @@ def import_(
 
     try:
         with f, progress("importing", size, unit="bytes") as advance:
-            imported, skipped, dropped = import_lines(f, store.append, config.max_item_bytes, report, advance)
+            n = import_lines(f, store, config.max_item_bytes, report, advance)
     except (sqlite3.Error, OSError) as exc:
-        fail(f"import stopped: {exc} (spans appended before it are kept)")
+        fail(f"import stopped: {error_line(exc)} (spans appended before it are kept)")
     finally:
         store.close()
-    if skipped > MAX_REPORTED:
-        print(f"... {skipped - MAX_REPORTED:,} more bad lines not shown", file=sys.stderr)
-    if dropped:
+    if n["skipped"] > MAX_REPORTED:
+        print(f"... {n['skipped'] - MAX_REPORTED:,} more bad lines not shown", file=sys.stderr)
+    if n["dropped"]:
         print(
-            f"{plural(dropped, 'span')} dropped: the disk cap was reached (SPOOL_MAX_BYTES={config.max_bytes})",
+            f"{plural(n['dropped'], 'span')} dropped: the disk cap was reached (SPOOL_MAX_BYTES={config.max_bytes})",
             file=sys.stderr,
         )
-    print(f"imported {plural(imported, 'span')} ({skipped:,} skipped) into {p}")
-    raise typer.Exit(1 if skipped or dropped else 0)
+    counted = ", ".join(f"{n[k]:,} {k}" for k in ("new", "updated", "unchanged", "skipped"))
+    print(f"imported into {p}: {counted}")
+    raise typer.Exit(1 if n["skipped"] or n["dropped"] else 0)
 
 
 def _size(p: Path) -> int | None:

@@ -7,6 +7,7 @@ what it accepts to a JSONL file (which `spool import` reads back), and has the t
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from pathlib import Path
@@ -42,16 +43,24 @@ def receiver(
         str | None, typer.Option("--api-key", help="Require this x-api-key (401 without one, 403 if wrong).")
     ] = None,
 ) -> None:
-    """Run a local Scale GP-compatible span receiver (PUT /v5/spans/batch) until Ctrl-C."""
+    """Run a local Scale GP-compatible span receiver.
+
+    Serves PUT /v5/spans/batch until Ctrl-C; --out appends what it accepts to a file (created 0600).
+    """
     from .._receiver import Receiver
 
     if not 0 <= port <= 65535:
         fail(f"--port must be 0..65535, got {port}")
+    if out is not None:
+        try:
+            os.close(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))  # spans hold prompts
+        except OSError as exc:
+            fail(f"cannot write --out {out}: {exc.strerror or exc}")
     rx = Receiver(host, port, out=out, api_key=api_key)
     try:
         rx.start()
     except OSError as exc:
-        fail(f"cannot listen on {host}:{port}: {exc}")
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     done = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

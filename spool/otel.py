@@ -1,4 +1,4 @@
-"""OpenTelemetry metrics for a `Spool`: `instrument(spool)` registers observable instruments fed by `spool.metrics()`.
+"""OpenTelemetry for span-spool. `instrument(spool)` registers observable instruments fed by `spool.metrics()`.
 
 Needs `opentelemetry-api` (the `otel` extra: `pip install 'span-spool[otel]'`); nothing else in span-spool imports
 it. Without an SDK `MeterProvider` configured the instruments are no-ops, as everywhere in OpenTelemetry.
@@ -68,7 +68,7 @@ def instrument(spool: Spool, meter: Any = None, *, max_age: float = 1.0) -> list
     try:
         from opentelemetry import metrics
     except ImportError as exc:  # pragma: no cover - the dev environment has it
-        raise ImportError("spool._otel needs opentelemetry-api: pip install 'span-spool[otel]'") from exc
+        raise ImportError("spool.otel needs opentelemetry-api: pip install 'span-spool[otel]'") from exc
     from ._spool import DROP_REASONS
 
     if meter is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ._config import SpoolConfig
 from ._errors import SpoolCorruptError
-from ._store import Store, has_sqlite_header, spool_files
+from ._store import Store, has_sqlite_header, is_damage, spool_files
 
 __all__ = ["FULL_CHECK_MAX_BYTES", "move_aside", "open_store_healing"]
 
@@ -77,10 +77,16 @@ def open_store_healing(
             raise
         problem = _problem(exc)
     else:
-        problems = _check(store)
-        if not problems:
-            _opened(store, heal)
-            return store, None
+        try:
+            problems = _check(store)
+            if not problems:
+                _opened(store, heal)
+                return store, None
+        except sqlite3.DatabaseError as exc:  # met while checking or marking the file
+            if not is_damage(exc):
+                store.close(checkpoint=False)
+                raise
+            problems = [str(exc)]
         store.close(checkpoint=False)
         if not heal:
             raise SpoolCorruptError(p, "; ".join(problems[:3]))

@@ -816,6 +816,7 @@ class Store:
                 total += f.stat().st_size
         return total
 
+    @_heals
     def has_rows(self) -> bool:
         """Any pending row (one index step, unlike `counts`)."""
         return self._db.execute("SELECT 1 FROM spans LIMIT 1").fetchone() is not None

@@ -24,24 +24,29 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _register() -> None:
+def _register(command: str | None = None) -> None:
+    """Import the command modules (each registers its command on `app`): only `command`'s when it names one (a
+    command's module loads what it needs, and the others' imports would be start-up time), else all of them."""
     import importlib
     import pkgutil
 
-    for mod in pkgutil.iter_modules(__path__):
-        if mod.name.startswith("cmd_"):
-            importlib.import_module(f"{__name__}.{mod.name}")
+    names = [m.name for m in pkgutil.iter_modules(__path__) if m.name.startswith("cmd_")]
+    if command is not None and f"cmd_{command}" in names:
+        names = [f"cmd_{command}"]
+    for name in names:
+        importlib.import_module(f"{__name__}.{name}")
 
 
 def main() -> None:
     """Console-script entry point."""
-    if sys.argv[1:2] == ["stats"]:  # the hot read-only command: plain forms answered before typer loads
+    args = sys.argv[1:]
+    if args[:1] == ["stats"]:  # the hot read-only command: plain forms answered before typer loads
         from ._stats_report import fast_stats
 
-        code = fast_stats(sys.argv[2:])
+        code = fast_stats(args[1:])
         if code is not None:
             raise SystemExit(code)
-    _register()
+    _register(args[0] if args and not args[0].startswith("-") else None)
     from ._common import app
 
     app(prog_name="spool")

@@ -29,7 +29,8 @@ dead_app = typer.Typer(
 app.add_typer(dead_app, name="dead")
 
 IdsArgument = Annotated[
-    list[int] | None, typer.Argument(help="Dead letter ids, as `spool dead list` shows them.", show_default=False)
+    list[int] | None,
+    typer.Argument(metavar="ID...", help="Dead letter ids, as `spool dead list` shows them.", show_default=False),
 ]
 AllOption = Annotated[bool, typer.Option("--all", help="Every dead letter.")]
 

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .._config import SpoolConfig
-from .._errors import CredentialsError, EndpointError
+from .._errors import CredentialsError, EndpointError, SpoolCorruptError
 from .._sink import SGPSink
 from ._boundary import naming_damage
-from ._common import PathOption, app, existing, fail
+from ._common import PathOption, app, fail, open_store
 from ._format import human_count, plural
 
 if TYPE_CHECKING:
@@ -134,7 +134,11 @@ def flush(
     remain (kept on disk: the backend is down or the timeout ran out); 2: retrying cannot help (credentials missing
     or refused, no span API at the base URL), bad usage or no spool at the path. A progress bar shows on a terminal.
     """
-    p = existing(path)
+    with open_store(path) as store:  # read-only first: a file found damaged here is left exactly as it is
+        p = store.path
+        if problems := store.check_cheap():
+            raise SpoolCorruptError(p, "; ".join(problems[:3]))
+        store.stats()
     if batch_size is not None and not 1 <= batch_size <= 1000:
         fail(f"--batch-size must be 1..1000, got {batch_size}")
     if not timeout >= 0:

@@ -20,9 +20,10 @@ import orjson
 import typer
 
 from .._config import SpoolConfig
+from .._errors import SpoolCorruptError
 from .._items import Encoded, encode_item
 from .._store import Store
-from ._boundary import error_line
+from ._boundary import error_line, naming_damage
 from ._common import PathOption, app, fail, resolve_path
 from ._format import plural
 from ._progress import progress
@@ -109,6 +110,8 @@ def import_(
     size = None if src == "-" else _size(Path(src))
     p = resolve_path(path)
     try:
+        if p.is_file() and p.stat().st_size == 0:
+            raise SpoolCorruptError(p)  # an empty file someone made: not ours to turn into a spool
         store = Store(p, config)
     except OSError as exc:
         f.close()
@@ -125,7 +128,7 @@ def import_(
             print(f"line {lineno}: {reason}", file=sys.stderr)
 
     try:
-        with f, progress("importing", size, unit="bytes") as advance:
+        with naming_damage(p), f, progress("importing", size, unit="bytes") as advance:
             n = import_lines(f, store, config.max_item_bytes, report, advance)
     except (sqlite3.Error, OSError) as exc:
         fail(f"import stopped: {error_line(exc)} (spans appended before it are kept)")

@@ -33,7 +33,10 @@ def recover(
     if s.complete:
         print(f"everything was readable; deliver it with: spool flush --path {out}")
         return
-    lost = f"{'at least ' if s.uncounted else ''}{plural(s.lost, 'row')} could not be read"
+    if s.uncounted:
+        lost = f"at least {plural(s.lost, 'row')} could not be read" if s.lost else "some rows could not be read"
+    else:
+        lost = f"{plural(s.lost, 'row')} could not be read"
     print(f"{lost} ({'; '.join(s.problems[:3])}); deliver what was saved with: spool flush --path {out}")
     if s.spans == 0 and s.dead == 0:
         fail(f"nothing could be read from {p}")

@@ -578,3 +578,36 @@ def test_keepalive_40_batches_over_at_most_two_connections(spool_path: Path, rec
     asyncio.run(main())
     assert len(receiver.batches) >= 40
     assert receiver.connections <= 2
+
+
+def test_a_backlog_left_by_an_earlier_process_goes_at_start(
+    spool_path: Path, receiver: Receiver, sink: SGPSink
+) -> None:
+    async def leave() -> None:
+        async with Spool(spool_path, config=FAST) as sp:  # no sink: an earlier process that could not send
+            for i in range(5):
+                sp.put(span(i, end=True))
+
+    async def reopen() -> None:
+        async with Spool(spool_path, sink=sink, config=replace(FAST, flush_interval=600.0, shutdown_timeout=0)):
+            assert await asyncio.to_thread(receiver.wait_for, 5, 30.0)  # long before flush_interval
+
+    asyncio.run(leave())
+    asyncio.run(reopen())
+
+
+def test_a_span_put_now_waits_for_the_interval_not_the_first_pass(
+    spool_path: Path, receiver: Receiver, sink: SGPSink
+) -> None:
+    async def go() -> None:
+        cfg = replace(FAST, flush_interval=600.0, flush_trigger=1000, shutdown_timeout=0)
+        async with Spool(spool_path, sink=sink, config=cfg) as sp:
+            sp.put(span(1, end=True))
+            await sp.commit()
+            # Absence has no event to wait on: give a drainer that would race the first put ample time to send it.
+            await asyncio.sleep(1.0)
+            assert receiver.requests == 0  # it waits for a batch, as an in-memory queue does
+            assert await sp.flush(30)
+        assert receiver.requests == 1
+
+    asyncio.run(go())

@@ -567,8 +567,9 @@ class Drainer:
             self.counters["credentials_refused"] += 1
         if isinstance(exc, TransientError):
             self.counters["retried"] += 1  # retried with backoff, or after a cooldown once attempts run out
-            if exc.retry_after:
-                self._not_before = max(self._not_before, time.monotonic() + exc.retry_after)
+            if exc.retry_after:  # honoured up to `cooldown_max`, never beyond (see `cooldown`)
+                wait = min(exc.retry_after, self._config.cooldown_max)
+                self._not_before = max(self._not_before, time.monotonic() + wait)
             # Count the attempt and keep the lease through the backoff sleep and the next request.
             cfg = self._config
             await self._db(

@@ -64,6 +64,7 @@ def retrying(config: SpoolConfig, sleep: Sleep = asyncio.sleep) -> AsyncRetrying
 
 def cooldown(failed_rounds: int, config: SpoolConfig, retry_after: float | None = None) -> float:
     """Seconds to wait after `failed_rounds` consecutive rounds ran out of attempts (or met bad credentials):
-    doubling from `backoff_max`, capped at `cooldown_max`, jittered by up to 10%, never below `retry_after`."""
+    doubling from `backoff_max`, capped at `cooldown_max`, jittered by up to 10%, never below `retry_after` (itself
+    honoured up to `cooldown_max`, never beyond: one bad header must not silence tracing for a day)."""
     base = min(config.cooldown_max, config.backoff_max * 2.0 ** min(max(0, failed_rounds - 1), 64))
-    return max(base * random.uniform(0.9, 1.0), retry_after or 0.0)
+    return max(base * random.uniform(0.9, 1.0), min(retry_after or 0.0, config.cooldown_max))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import math
 import os
 import threading
 import time
@@ -58,9 +59,11 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None  # "inf", "nan": garbage, ignored
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

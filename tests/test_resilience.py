@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST, span
+from conftest import FAST, RecordingSleep, span
 
 from spool import SGPSink, Spool, SpoolConfig, SpoolError, SpoolSchemaError
 from spool import _store as store_mod
@@ -562,3 +562,32 @@ def test_credentials_never_reach_the_file_or_the_logs(spool_path: Path, caplog: 
     assert key not in caplog.text
     assert all(key not in str(r.args) for r in caplog.records)
     assert key.encode() not in spool_path.read_bytes()
+
+
+@pytest.mark.parametrize("header", [86400, 1e9])
+def test_a_huge_retry_after_is_honoured_only_up_to_cooldown_max(
+    spool_path: Path, receiver: Receiver, sink: SGPSink, header: object
+) -> None:
+    receiver.fail_status, receiver.fail_count, receiver.retry_after = 503, 2, header  # type: ignore[assignment]
+    sleep = RecordingSleep()
+
+    async def go() -> None:
+        async with Spool(spool_path, sink=sink, config=FAST, sleep=sleep) as sp:
+            sp.put(span(1, end=True))
+            assert await sp.flush(60)  # not silenced for a day by one proxy's header
+
+    asyncio.run(go())
+    assert receiver.ended == 1
+    assert sleep.delays and max(sleep.delays) <= FAST.cooldown_max
+
+
+def test_retry_after_garbage_is_ignored_and_a_far_date_is_capped_by_the_cooldown() -> None:
+    from spool._retry import cooldown
+    from spool._sink import classify_response
+
+    for garbage in ("inf", "nan", "-inf", "soon"):
+        err = classify_response(503, b"", garbage)
+        assert err is not None and getattr(err, "retry_after", 0) is None
+    far = classify_response(503, b"", "Fri, 31 Dec 9999 23:59:59 GMT")
+    assert far is not None and getattr(far, "retry_after", 0) > 1e9
+    assert cooldown(1, FAST, getattr(far, "retry_after", None)) <= FAST.cooldown_max

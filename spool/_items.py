@@ -71,6 +71,15 @@ def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
 
 
+def _key(k: object) -> str:
+    """`repr(k)` for an error message; a key whose `__repr__` raises is named by its type (`put` raises only
+    `ValueError` / `TypeError`)."""
+    try:
+        return repr(k)
+    except Exception:
+        return f"<{type(k).__name__} object>"
+
+
 def _find(value: object, bad: Callable[[object], bool], path: str = "item") -> str | None:
     """The path of the first value inside `value` for which `bad` holds (error messages only: slow is fine)."""
     if bad(value):
@@ -78,8 +87,8 @@ def _find(value: object, bad: Callable[[object], bool], path: str = "item") -> s
     if isinstance(value, Mapping):
         for k, v in value.items():
             if bad(k):
-                return f"{path} key {k!r}"
-            if (p := _find(v, bad, f"{path}[{k!r}]")) is not None:
+                return f"{path} key {_key(k)}"
+            if (p := _find(v, bad, f"{path}[{_key(k)}]")) is not None:
                 return p
     elif isinstance(value, list | tuple | set | frozenset):
         for i, v in enumerate(value):
@@ -296,7 +305,7 @@ def _merged_keys(value: object, decoded: object, path: str = "item") -> str | No
         if not isinstance(decoded, dict) or len(decoded) != len(value):
             return path
         for (k, v), d in zip(value.items(), decoded.values(), strict=False):
-            if (p := _merged_keys(v, d, f"{path}[{k!r}]")) is not None:
+            if (p := _merged_keys(v, d, f"{path}[{_key(k)}]")) is not None:
                 return p
     elif isinstance(value, list | tuple) and isinstance(decoded, list):
         for i, (v, d) in enumerate(zip(value, decoded, strict=False)):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import orjson
 import pytest
 
-from spool._items import encode_item, new_span_id
+from spool._items import encode_checked, encode_item, new_span_id
 
 MiB = 1024 * 1024
 BASE = {"trace_id": "t1", "id": "s1", "name": "llm", "start_timestamp": "2026-11-28T10:00:00+00:00"}
@@ -85,3 +85,16 @@ def test_item_over_max_item_bytes() -> None:
 def test_non_string_keys_are_written_as_strings() -> None:
     doc = orjson.loads(encode_item({**BASE, "metadata": {1: "a", 2.5: "b"}}, MiB).body)
     assert doc["metadata"] == {"1": "a", "2.5": "b"}
+
+
+def test_a_key_whose_repr_raises_is_still_a_type_error_naming_it() -> None:
+    class Hostile:
+        def __repr__(self) -> str:
+            raise RuntimeError("repr exploded")
+
+    for item in (
+        {"trace_id": "t", "name": "n", "start_timestamp": "2026-01-01T00:00:00Z", Hostile(): 1},
+        {"trace_id": "t", "name": "n", "start_timestamp": "2026-01-01T00:00:00Z", "d": {Hostile(): 1}},
+    ):
+        with pytest.raises(TypeError, match="key <Hostile object> is not JSON-serializable"):
+            encode_checked(item, 1 << 20)

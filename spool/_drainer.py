@@ -2,8 +2,8 @@
 
 Outcomes per batch: delivered -> rows deleted (the versions sent); transient -> retried with backoff, then the rows
 cool down (kept); rejected -> the batch is split until the bad item stands alone, which goes to the dead table;
-credentials refused or no span API at the URL (404) -> draining pauses (rows kept, no attempt
-counted). Every failed attempt sets `last_error`.
+credentials refused or no span API at the URL (404) -> draining pauses (rows kept, no attempt counted). Every
+failed attempt sets `last_error`.
 
 Leases: a claimed batch is leased for `lease_seconds`; before every request the drainer makes sure at least
 `request_timeout` of the lease is left (renewing it when not), and every request is cut off at `request_timeout`

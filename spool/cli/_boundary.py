@@ -13,7 +13,7 @@ from .._config import SpoolConfig, default_path
 from .._errors import SpoolError
 from .._store import Store, damage_error, is_damage
 
-__all__ = ["ERRORS", "error_line", "existing", "naming_damage", "open_store", "report"]
+__all__ = ["ERRORS", "error_line", "existing", "naming_damage", "open_store", "report", "resolve_path"]
 
 ERRORS = (SpoolError, sqlite3.Error, OSError, ExceptionGroup)
 """What a command may raise to end with an `Error:` line (exit 2) rather than a traceback (a group: when one of
@@ -57,10 +57,15 @@ def report(exc: BaseException) -> int:
     return 2
 
 
+def resolve_path(path: Path | None) -> Path:
+    """`--path`, else the default (`$SPOOL_PATH`, else the XDG state directory)."""
+    return path if path is not None else default_path()
+
+
 def existing(path: Path | None) -> Path:
-    """The spool path (`--path`, else the default), which must exist: a missing file is `SpoolError("no spool at
-    PATH")`, so a wrong path never looks like an empty spool."""
-    p = path if path is not None else default_path()
+    """The spool path (`resolve_path`), which must exist: a missing file is `SpoolError("no spool at PATH")`, so a
+    wrong path never looks like an empty spool."""
+    p = resolve_path(path)
     if not p.exists():
         raise SpoolError(f"no spool at {p}")
     return p

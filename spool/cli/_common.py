@@ -13,8 +13,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from .._config import default_path
-from ._boundary import ERRORS, existing, open_store, report
+from ._boundary import ERRORS, existing, open_store, report, resolve_path
 
 __all__ = ["PathOption", "SpoolGroup", "app", "existing", "fail", "open_store", "resolve_path"]
 
@@ -85,7 +84,3 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print one `Error: ...` line on stderr and exit with `code`."""
     print(f"Error: {message}", file=sys.stderr)
     raise typer.Exit(code)
-
-
-def resolve_path(path: Path | None) -> Path:
-    return path if path is not None else default_path()

@@ -389,3 +389,10 @@ def test_commands_that_send_nothing_never_load_pydantic_or_the_sdk(args: list[st
     r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
     loaded = r.stderr.split("LOADED ")[1].strip()
     assert loaded == "[]", loaded
+
+
+def test_flush_of_an_empty_spool_needs_no_sink_and_says_so(tmp_path: Path) -> None:
+    p = tmp_path / "spans.db"
+    make_spool(p, 0)
+    r = spool_cmd("flush", "--path", p)  # no credentials: nothing to send, nothing to refuse
+    assert r.returncode == 0 and r.stdout == "delivered 0 spans; nothing pending\n", r.stderr

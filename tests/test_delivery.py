@@ -477,7 +477,8 @@ def test_long_retry_after_is_honoured_even_by_flush(spool_path: Path, receiver: 
     slept = RecordingSleep()
 
     async def main() -> None:
-        async with Spool(spool_path, sink=sink, config=QUIET, sleep=slept) as sp:
+        # cooldown_max above the 3 s asked for: a Retry-After is honoured up to cooldown_max, never beyond
+        async with Spool(spool_path, sink=sink, config=replace(QUIET, cooldown_max=5.0), sleep=slept) as sp:
             sp.put(span(1))
             assert await sp.flush(timeout=10)
 

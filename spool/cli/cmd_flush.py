@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -46,7 +46,7 @@ def flush(
         p = store.path
         if problems := store.check_cheap():
             raise SpoolCorruptError(p, "; ".join(problems[:3]))
-        store.stats()
+        before = store.stats()
     if batch_size is not None and not 1 <= batch_size <= 1000:
         fail(f"--batch-size must be 1..1000, got {batch_size}")
     if not timeout >= 0:
@@ -54,11 +54,14 @@ def flush(
     import asyncio
 
     from .._sink import SGPSink
-    from ._flush import quiet_logs, report, run_flush
+    from ._flush import quiet_logs, run_flush
 
     config = SpoolConfig() if batch_size is None else SpoolConfig(batch_size=batch_size)
-    sink = SGPSink()
+    if before.pending == 0:  # nothing to send: no sink, no SDK import (a second or two)
+        result = {"ok": True, "delivered": 0, "pending": 0, "dead": before.dead, "last_error": None}
+        _done(result, as_json)
     try:
+        sink = SGPSink()
         with quiet_logs(), naming_damage(p):
             result = asyncio.run(run_flush(p, sink, config, timeout, batch_size, progress=sys.stderr.isatty()))
     except CredentialsError as exc:
@@ -67,6 +70,13 @@ def flush(
         fail(f"{exc}; fix SGP_CLIENT_BASE_URL (spans kept)")
     except KeyboardInterrupt:
         fail("interrupted; what was not delivered stays in the spool", 130)
+    _done(result, as_json)
+
+
+def _done(result: dict[str, Any], as_json: bool) -> NoReturn:
+    """Print the outcome (one JSON object, or a line for people) and exit 0 when nothing is pending, else 1."""
+    from ._flush import report
+
     if as_json:
         print(json.dumps(result))
     else:

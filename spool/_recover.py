@@ -17,7 +17,7 @@ from typing import Any
 
 from ._config import SpoolConfig
 from ._errors import SpoolCorruptError, SpoolError
-from ._store import Store, has_sqlite_header
+from ._store import Store, damage_error, readonly_uri
 
 __all__ = ["Salvage", "recover"]
 
@@ -61,7 +61,7 @@ def recover(src: Path, dst: Path) -> Salvage:
     if dst.exists():
         raise SpoolError(f"{dst} exists; recover writes a new spool file (choose another --out)")
     try:
-        db = sqlite3.connect(src.absolute().as_uri() + "?mode=ro", uri=True, isolation_level=None)
+        db = sqlite3.connect(readonly_uri(src), uri=True, isolation_level=None)
     except sqlite3.Error as exc:
         raise SpoolError(f"cannot open {src}: {exc}") from exc
     out = Salvage()
@@ -69,8 +69,8 @@ def recover(src: Path, dst: Path) -> Salvage:
         try:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.DatabaseError as exc:
-            if src.stat().st_size == 0 or not has_sqlite_header(src):
-                raise SpoolCorruptError(src) from None
+            if (err := damage_error(src, exc)).damage is None:
+                raise err from None  # empty, or not an SQLite file
             raise SpoolError(f"nothing could be read from {src} ({exc})") from exc
         if "spans" not in tables:
             raise SpoolCorruptError(src)  # empty, or another program's database

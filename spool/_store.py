@@ -43,6 +43,7 @@ __all__ = [
     "has_sqlite_header",
     "is_busy",
     "is_damage",
+    "readonly_uri",
     "row_cost",
     "split_rows",
     "spool_files",
@@ -206,6 +207,11 @@ def has_sqlite_header(path: Path) -> bool:
     return head == magic or magic.startswith(head.rstrip(b"\x00"))
 
 
+def readonly_uri(path: Path, *, immutable: bool = False) -> str:
+    """The URI that opens `path` read-only in SQLite (`immutable`: without the WAL index, for a file with no WAL)."""
+    return path.absolute().as_uri() + ("?mode=ro&immutable=1" if immutable else "?mode=ro")
+
+
 def damage_error(path: Path, exc: sqlite3.Error) -> SpoolCorruptError:
     """The error for a file SQLite could not read: damaged (SQLite's words), or not an SQLite file at all."""
     try:
@@ -352,8 +358,13 @@ class Store:
     def _connect(self, *, immutable: bool = False) -> sqlite3.Connection:
         if not self.readonly:
             return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
-        uri = self.path.absolute().as_uri() + ("?mode=ro&immutable=1" if immutable else "?mode=ro")
-        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0)
+        return sqlite3.connect(
+            readonly_uri(self.path, immutable=immutable),
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=30.0,
+        )
 
     def reopen(self) -> None:
         """Close the connection (no checkpoint) and open the file at `path` again (a fresh one, when it was moved)."""

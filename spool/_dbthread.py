@@ -1,17 +1,20 @@
 """Threads of our own for blocking work. `DbThread`: one per store connection (aiosqlite's model): every call runs
 there, in submission order, and each call is a whole transaction. A submitted call always runs to the end:
 cancelling the coroutine that awaits it (a timeout, a loop shutting down) never loses or half-does it. `Workers`:
-a pool of such threads, one per call in progress (the sink's requests)."""
+a pool of such threads, one per call in progress (the sink's requests). Both survive `os.fork()` (`spool._fork`): the
+fork waits for a call in progress to finish, and a child starts its own threads on first use; calls the parent had
+queued stay the parent's."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, ParamSpec, TypeVar
+
+from ._fork import watch_fork
 
 __all__ = ["DbThread", "Workers"]
 
@@ -25,21 +28,40 @@ class DbThread:
     """A daemon thread of our own rather than a `ThreadPoolExecutor`: executors refuse new work once interpreter
     shutdown begins, which would stop `atexit` handlers from committing and closing."""
 
-    def __init__(self, name: str = "spool-db") -> None:
-        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+    _calls: queue.SimpleQueue[_Call | None]
+    _busy: threading.Lock  # held while a call runs
+    _starting: threading.Lock
+    _thread: threading.Thread | None  # started by the first call
+
+    def __init__(self, name: str = "spool-db", *, pause_for_fork: bool = True) -> None:
+        self._name = name
+        self._pause_for_fork = pause_for_fork
         self._closed = False
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
+        self._paused = False
+        self._after_fork(child=True)  # the same fresh state a fork child starts from
+        watch_fork(self)
+
+    def _start(self) -> threading.Thread:
+        with self._starting:
+            if self._thread is None:
+                thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+                thread.start()
+                self._thread = thread
+            return self._thread
 
     def _serve(self) -> None:
-        while (call := self._calls.get()) is not None:
-            _run(*call)
-            del call  # an idle thread keeps nothing of its last call (a sender's would be a whole request body)
+        calls, busy = self._calls, self._busy
+        while (call := calls.get()) is not None:
+            with busy:
+                _run(*call)
+                del call  # an idle thread keeps nothing of its last call (a sender's would be a whole request body)
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         """Queue `fn` now: the order of calls is fixed here, not at the await. Raises `RuntimeError` after close."""
         if self._closed:
             raise RuntimeError("the spool's database thread is closed")
+        if self._thread is None:
+            self._start()
         fut: Future[T] = Future()
         self._calls.put((fut, fn, args, kwargs))
         return fut
@@ -53,8 +75,24 @@ class DbThread:
         if not self._closed:
             self._closed = True
             self._calls.put(None)
-        if self._thread is not threading.current_thread():
-            self._thread.join()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _before_fork(self) -> None:
+        # Let the call in progress finish (a commit takes milliseconds), so the child gets SQLite between calls.
+        if self._pause_for_fork and self._thread is not None:
+            self._paused = self._busy.acquire(timeout=30.0)
+
+    def _after_fork(self, child: bool) -> None:
+        if child:  # no thread yet (one starts on the first call), nothing queued, no lock held
+            self._calls = queue.SimpleQueue()
+            self._busy = threading.Lock()
+            self._starting = threading.Lock()
+            self._thread = None
+        elif self._paused:
+            self._busy.release()
+        self._paused = False
 
 
 def _run(fut: Future[T], fn: Callable[..., T], args: tuple[object, ...], kwargs: dict[str, object]) -> None:
@@ -70,20 +108,26 @@ def _run(fut: Future[T], fn: Callable[..., T], args: tuple[object, ...], kwargs:
 class Workers:
     """Threads for blocking calls that may run side by side: each call gets an idle thread, or a new one, which
     returns to the pool when the call ends. A call cancelled before it started is skipped; one that started runs
-    to the end even if its awaiter is cancelled. Threads do not survive `fork`: a child starts its own."""
+    to the end even if its awaiter is cancelled. A fork child starts with no threads."""
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._idle: list[DbThread] = []
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._after_fork(child=True)
+        watch_fork(self)
+
+    def _before_fork(self) -> None:
+        pass
+
+    def _after_fork(self, child: bool) -> None:
+        if child:
+            self._idle: list[DbThread] = []
+            self._lock = threading.Lock()
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         """Start `fn` in an idle (or new) thread now."""
         with self._lock:
-            if self._pid != os.getpid():
-                self._idle, self._pid = [], os.getpid()
-            worker = self._idle.pop() if self._idle else DbThread(self._name)
+            # Not paused for a fork: a call here may run for long (a drain thread's steady path), and uses no SQLite.
+            worker = self._idle.pop() if self._idle else DbThread(self._name, pause_for_fork=False)
         fut = worker.submit(fn, *args, **kwargs)
         fut.add_done_callback(lambda _: self._give_back(worker))
         return fut

@@ -92,6 +92,11 @@ def _unlinked(exc: E) -> E:
     return exc
 
 
+def _new_owner() -> str:
+    """A lease owner name unique to this drainer in this process: host, pid, random."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+
+
 def _request_bytes(rows: Sequence[Claimed]) -> int:
     return sum(len(r.body) + 1 for r in rows) + 11  # {"items":[...]}
 
@@ -101,7 +106,7 @@ class Drainer:
 
     def __init__(self, store: Store, db: DbThread, sink: Sink, config: SpoolConfig, *, sleep: Sleep = asyncio.sleep):
         self._store, self._db, self._sink, self._config, self._sleep = store, db, sink, config, sleep
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        self.owner = _new_owner()
         self.counters: collections.Counter[str] = collections.Counter()
         self.blocked: DeliveryError | None = None
         """The last round's failure when it was one of `_PAUSING` (a refused key, no span API at the URL); cleared
@@ -133,6 +138,13 @@ class Drainer:
         self._slots = asyncio.Semaphore(self._config.max_inflight)
         now, self._backlog = self._backlog, True
         self._task = loop.create_task(self._run(drain_now=now), name="spool-drainer")
+
+    def forked(self) -> None:
+        """In a fork child: an owner of its own, this process's counters from zero, no loop yet."""
+        self.owner = _new_owner()
+        self.counters = collections.Counter()
+        self._wake, self._slots, self._task, self._waiting = None, None, None, {}
+        self._backlog = True
 
     def kick(self) -> None:
         """Ask for a drain now (call from the bound loop's thread)."""

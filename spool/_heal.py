@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ._config import SpoolConfig
-from ._errors import SpoolCorruptError
+from ._errors import SpoolCorruptError, SpoolError
 from ._store import Store, has_sqlite_header, is_damage, spool_files
 
 __all__ = ["FULL_CHECK_MAX_BYTES", "move_aside", "open_store_healing"]
@@ -85,7 +85,7 @@ def open_store_healing(
         except sqlite3.DatabaseError as exc:  # met while checking or marking the file
             if not is_damage(exc):
                 store.close(checkpoint=False)
-                raise
+                raise SpoolError(f"cannot open {p}: {exc}") from exc
             problems = [str(exc)]
         store.close(checkpoint=False)
         if not heal:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -80,21 +80,44 @@ def _key(k: object) -> str:
         return f"<{type(k).__name__} object>"
 
 
-def _find(value: object, bad: Callable[[object], bool], path: str = "item") -> str | None:
-    """The path of the first value inside `value` for which `bad` holds (error messages only: slow is fine)."""
-    if bad(value):
-        return path
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            if bad(k):
-                return f"{path} key {_key(k)}"
-            if (p := _find(v, bad, f"{path}[{_key(k)}]")) is not None:
-                return p
-    elif isinstance(value, list | tuple | set | frozenset):
-        for i, v in enumerate(value):
-            if (p := _find(v, bad, f"{path}[{i}]")) is not None:
-                return p
-    return None
+class _BadKey(NamedTuple):
+    key: object
+
+
+def _find(value: object, bad: Callable[[object], bool]) -> str | None:
+    """The path (`item['a'][0]`) of the first value inside `value` for which `bad` holds, None if there is none.
+
+    Linear in the item's size: each container is walked once, however often it is shared, and the path is written
+    only for the value found. `bad` is asked about every value and key; it need only judge a container itself."""
+    seen: set[int] = set()
+    trail: list[object] = []  # the keys and indexes from the item to the value being looked at
+
+    def walk(v: object) -> bool:
+        if bad(v):
+            return True
+        keyed = type(v) is dict or (type(v) not in _PLAIN and isinstance(v, Mapping))  # exact types first: faster
+        if keyed:
+            pairs: Iterable[tuple[object, object]] = v.items()  # type: ignore[attr-defined]
+        elif isinstance(v, list | tuple | set | frozenset):
+            pairs = enumerate(v)
+        else:
+            return False
+        if id(v) in seen:
+            return False
+        seen.add(id(v))
+        for k, child in pairs:
+            if keyed and bad(k):
+                trail.append(_BadKey(k))
+                return True
+            trail.append(k)
+            if walk(child):
+                return True
+            trail.pop()
+        return False
+
+    if not walk(value):
+        return None
+    return "item" + "".join(f" key {_key(k.key)}" if type(k) is _BadKey else f"[{_key(k)}]" for k in trail)
 
 
 def _has_surrogate(v: object) -> bool:
@@ -107,11 +130,17 @@ def _has_surrogate(v: object) -> bool:
     return False
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})  # (an int out of range is `_explain`'s own check)
+
+
 def _unserializable(v: object) -> bool:
+    """JSON cannot hold `v` itself (a dict, list or tuple is judged by what it holds)."""
+    if type(v) in _PLAIN or isinstance(v, dict | list | tuple):
+        return False
     try:
         orjson.dumps(v, option=_OPTS_ANY_KEYS)
     except TypeError:
-        return not isinstance(v, Mapping | list | tuple)
+        return True
     return False
 
 

@@ -33,6 +33,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._config import SpoolConfig
+from ._fork import watch_fork
 from ._mapping import agentex_source_metadata, jsonable, map_span
 from ._sink import SGPSink
 from ._spool import Spool
@@ -75,6 +76,9 @@ class ExitHook:
     def cancel(self) -> None:
         self._fn = None
 
+
+_inherited: list[asyncio.AbstractEventLoop] = []
+"""Event loops a fork child inherited: kept, never closed (closing would touch the parent's wake-up pipe)."""
 
 _COMMIT_WAIT = 30.0  # seconds a sync `wait_for_commit` waits for the group commit
 _THREAD_START_WAIT = 30.0
@@ -298,11 +302,7 @@ class SyncSpoolTracingProcessor(_ProcessorBase):
         super().__init__(path, sink, config, wait_for_commit)
         self._shutdown_lock = threading.Lock()
         self._shutdown_started = False
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name="span-spool", daemon=True)
-        self._thread.start()
-        ready.wait()
+        self._start_loop()
         try:
             # Bind the spool (writer, drainer, HTTP client) to the background loop now,
             # so puts from other threads are signalled to it.
@@ -313,8 +313,31 @@ class SyncSpoolTracingProcessor(_ProcessorBase):
             self._stop_thread(5.0)
             raise
         self._exit_hook = ExitHook(self.shutdown)
+        watch_fork(self)
 
     # -- the background loop -------------------------------------------------------
+
+    def _start_loop(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="span-spool", daemon=True)
+        self._thread.start()
+        ready.wait()
+
+    def _before_fork(self) -> None:
+        pass
+
+    def _after_fork(self, child: bool) -> None:
+        """In a fork child (the spool has already been told): a loop and thread of its own, the spool bound to
+        them. The parent's loop is left as it is: its selector and wake-up pipe are the parent's too."""
+        if not child:
+            return
+        self._count_lock, self._shutdown_lock = threading.Lock(), threading.Lock()
+        if self._shutdown_started:
+            return
+        _inherited.append(self._loop)
+        self._start_loop()
+        asyncio.run_coroutine_threadsafe(self._spool.commit(), self._loop)
 
     def _run(self, ready: threading.Event) -> None:
         loop = self._loop

@@ -20,6 +20,7 @@ import orjson
 
 from ._dbthread import Workers
 from ._errors import CredentialsError, DeliveryError, EndpointError, RejectedError, SpoolConfigError, TransientError
+from ._fork import watch_fork
 
 if TYPE_CHECKING:
     import httpx
@@ -140,6 +141,16 @@ class SGPSink:
         # The SDK import takes about a second: start it now, off the caller's thread, so the first send is quick.
         self._configured = threading.Thread(target=self._try_configure, name="spool-sgp-config", daemon=True)
         self._configured.start()
+        watch_fork(self)
+
+    def _before_fork(self) -> None:
+        # A fork in the middle of the SDK's import would leave the child's import of it waiting for good on the
+        # module lock of a thread the child does not have: let the import finish first (about a second, once).
+        self._configured.join(30.0)
+
+    def _after_fork(self, child: bool) -> None:
+        if child:
+            self._lock = threading.Lock()  # the transport is re-made per process (`_ready`)
 
     def __repr__(self) -> str:  # never show the key
         return f"SGPSink(base_url={self._base_url or 'SDK default'!r})"

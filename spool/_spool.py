@@ -21,6 +21,7 @@ from ._config import SpoolConfig, default_path
 from ._dbthread import DbThread
 from ._drainer import Drainer
 from ._errors import SpoolClosedError
+from ._fork import watch_fork
 from ._heal import open_store_healing
 from ._items import Encoded, encode_checked, encode_fast
 from ._retry import Sleep
@@ -84,6 +85,7 @@ class Spool:
         self._drops_logged_at = -60.0  # monotonic time of the last "dropped" log line
         self._drops_unlogged = 0
         self._trim = Trimmer()
+        watch_fork(self)
 
     # -- the hot path -----------------------------------------------------------------------------------------
 
@@ -241,6 +243,24 @@ class Spool:
         if now - self._drops_logged_at >= 60.0:
             log.log(level, "spool: %d spans dropped (%s); see dropped_total", self._drops_unlogged, why)
             self._drops_logged_at, self._drops_unlogged = now, 0
+
+    # -- fork -------------------------------------------------------------------------------------------------
+
+    def _before_fork(self) -> None:
+        pass  # the database thread pauses itself
+
+    def _after_fork(self, child: bool) -> None:
+        """In a fork child: a connection of its own (opened first on the new database thread), no loop until one
+        binds, and an empty queue: what the parent had put but not committed is the parent's to commit."""
+        if not child or self._closed:
+            return
+        self._lock = threading.Lock()
+        self._pending, self._signaled, self._since_kick = [], False, 0
+        self._loop, self._loop_thread, self._wake, self._writer_task = None, 0, None, None
+        self._write_error, self._dropped_unsaved, self._dropped = None, 0, collections.Counter()
+        self._db.submit(self._store.reopen)
+        if self._drainer is not None:
+            self._drainer.forked()
 
     # -- async API --------------------------------------------------------------------------------------------
 

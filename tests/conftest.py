@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Iterator
+import os
+import select
+import signal
+import time
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,3 +83,48 @@ def span(i: int, trace: str = "trace-1", *, end: bool = False, **extra: object) 
     if end:
         item["end_timestamp"] = "2026-11-28T10:00:01+00:00"
     return item
+
+
+_CHILD_DEADLINE = 120.0  # a guard against a hang, far above the seconds a child needs
+
+
+NOBODY = 65534
+
+
+def in_fork(work: Callable[[], dict[str, Any]], *, unprivileged: bool = False) -> dict[str, Any]:
+    """Run `work` in a forked child (`os.fork()`, as a preloading server does) and return what it returned; its
+    exception's traceback fails the test, and so does a child that does not finish (it is killed).
+    `unprivileged`: run as user nobody when the tests run as root (whom file permissions do not stop)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        os.close(r)
+        try:
+            if unprivileged and os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+            out: dict[str, Any] = {"ok": work()}
+        except BaseException:
+            out = {"error": traceback.format_exc()}
+        os.write(w, json.dumps(out).encode())
+        os._exit(0)
+    os.close(w)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + _CHILD_DEADLINE
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if select.select([r], [], [], left)[0]:
+                chunk = os.read(r, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"the fork child did not finish within {_CHILD_DEADLINE:g} s")
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    result: dict[str, Any] = json.loads(b"".join(chunks))
+    assert "error" not in result, result["error"]
+    return result["ok"]  # type: ignore[no-any-return]

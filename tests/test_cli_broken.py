@@ -21,6 +21,7 @@ from test_cli_ops import Proc
 
 from spool import SGPSink, Spool, SpoolConfig
 from spool._receiver import Receiver
+from spool._store import Store
 
 SPOOL = [str(Path(sys.executable).with_name("spool"))]
 READERS = [["stats"], ["stats", "--json"], ["stats", "--json", "--detail"], ["dead", "list"], ["export", "-"]]
@@ -396,3 +397,73 @@ def test_flush_of_an_empty_spool_needs_no_sink_and_says_so(tmp_path: Path) -> No
     make_spool(p, 0)
     r = spool_cmd("flush", "--path", p)  # no credentials: nothing to send, nothing to refuse
     assert r.returncode == 0 and r.stdout == "delivered 0 spans; nothing pending\n", r.stderr
+
+
+@pytest.fixture
+def reachable_dir() -> Iterator[Path]:
+    """A directory every user can reach (pytest's own are 0700 under root's), removed afterwards."""
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="spool-ro-"))
+    d.chmod(0o755)
+    yield d
+    for p in (d, *d.rglob("*")):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    shutil.rmtree(d)
+
+
+def _in_cli(argv: list[str], env: dict[str, str]) -> dict[str, object]:
+    """`spool ARGV` in this (forked) process: its exit code and what it wrote to stderr."""
+    import contextlib
+    import io
+
+    from spool.cli import main
+
+    os.environ.update(env)
+    sys.argv = ["spool", *argv]
+    err = io.StringIO()
+    code: object = 0
+    with contextlib.redirect_stderr(err):
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code
+    return {"code": code, "stderr": err.getvalue()}
+
+
+@pytest.mark.parametrize("dir_mode", [0o777, 0o755], ids=["writable-dir", "read-only-dir"])
+def test_a_read_only_file_is_one_spool_error_and_stays_as_it_was(
+    reachable_dir: Path, sgp: dict[str, str], dir_mode: int
+) -> None:
+    """The file (and maybe its directory) cannot be written by this user: `Spool()` raises `SpoolError`, never a
+    raw sqlite3 error; `spool flush` prints one `Error:` line, exit 2; the rows are all still there."""
+    from conftest import in_fork
+
+    from spool import SpoolError
+
+    path = reachable_dir / "spans.db"
+    make_spool(path, 5)
+    before = digest(path)
+    path.chmod(0o444)
+    reachable_dir.chmod(dir_mode)
+
+    def child() -> dict[str, object]:
+        try:
+            Spool(path)
+        except SpoolError as exc:
+            raised = f"SpoolError: {exc}"
+        except Exception as exc:
+            raised = f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
+        else:
+            raised = "nothing"
+        return {"raised": raised, **_in_cli(["flush", "--path", str(path)], sgp)}
+
+    out = in_fork(child, unprivileged=True)
+    assert out["raised"] == f"SpoolError: cannot open {path}: attempt to write a readonly database"
+    assert out["code"] == 2
+    assert out["stderr"] == f"Error: cannot open {path}: attempt to write a readonly database\n"
+    assert digest(path) == before
+    store = Store(path, readonly=True)
+    assert store.counts()[0] == 5
+    store.close()

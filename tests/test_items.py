@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import orjson
 import pytest
 
-from spool._items import encode_checked, encode_item, new_span_id
+from spool._items import _find, _unserializable, encode_checked, encode_item, new_span_id
 
 MiB = 1024 * 1024
 BASE = {"trace_id": "t1", "id": "s1", "name": "llm", "start_timestamp": "2026-11-28T10:00:00+00:00"}
@@ -98,3 +98,30 @@ def test_a_key_whose_repr_raises_is_still_a_type_error_naming_it() -> None:
     ):
         with pytest.raises(TypeError, match="key <Hostile object> is not JSON-serializable"):
             encode_checked(item, 1 << 20)
+
+
+def test_finding_the_bad_value_looks_at_each_shared_value_once() -> None:
+    """4,000 references to one 100-deep chain, the bad value after them: each container is walked once (a walk per
+    reference took 3.4 s), and the path names the bad value."""
+    chain: dict[str, object] = {"v": 1}
+    for _ in range(100):
+        chain = {"next": chain, "x": 1}
+    item = {**BASE, "input": {"chains": [chain] * 4000, "bad": object()}}
+    asked = 0
+
+    def bad(v: object) -> bool:
+        nonlocal asked
+        asked += 1
+        return _unserializable(v)
+
+    assert _find(item, bad) == "item['input']['bad']"
+    assert asked < 4000 + 10 * 101 + 50  # each reference, each distinct value and key once, the item's own keys
+    with pytest.raises(TypeError, match=re.escape("item['input']['bad'] is not JSON-serializable")):
+        encode_item(item, 10**9)
+
+
+def test_the_bad_value_deep_in_a_long_history_is_named() -> None:
+    history = [{"role": "user", "content": "hi", "meta": {"i": i, "tags": ["a"]}} for i in range(20_000)]
+    history[-1]["meta"]["tags"].append({1, 2})  # type: ignore[index]
+    with pytest.raises(TypeError, match=re.escape("item['input'][19999]['meta']['tags'][1] is not JSON-serial")):
+        encode_item({**BASE, "input": history}, 10**9)

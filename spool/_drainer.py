@@ -7,8 +7,8 @@ failed attempt sets `last_error`.
 
 Leases: a claimed batch is leased for `lease_seconds`; before every request the drainer makes sure at least
 `request_timeout` of the lease is left (renewing it when not), and every request is cut off at `request_timeout`
-(each socket operation, for a request made from a drain thread), so no other drainer can claim rows while a request
-carrying them may still be on the wire.
+(the whole request: connect, write and read together, `spool._deadline`), so no other drainer can claim rows while
+a request carrying them may still be on the wire.
 
 The steady path: with a `BlockingSink`, each worker sends from a drain thread of its own and completes each batch
 together with the claim of the next one, without a trip through the event loop, for as long as requests go through

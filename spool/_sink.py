@@ -184,7 +184,9 @@ class SGPSink:
             if self._transport is None or self._transport_pid != os.getpid():  # a forked child: its own sockets
                 import httpx
 
-                self._transport = httpx.HTTPTransport(
+                from ._deadline import deadline_transport
+
+                self._transport = deadline_transport(
                     proxy=_proxy_for(str(self._url)), limits=httpx.Limits(max_keepalive_connections=16), retries=0
                 )
                 self._transport_pid = os.getpid()
@@ -200,9 +202,11 @@ class SGPSink:
         await self._senders.run(self.send_blocking, items, timeout=timeout)
 
     def send_blocking(self, items: Sequence[bytes], *, timeout: float) -> None:
-        """`send`, blocking the calling thread (never call it on an event loop). Each socket operation is cut off
-        at `timeout`."""
+        """`send`, blocking the calling thread (never call it on an event loop). The whole request (connect, write,
+        read) is cut off at `timeout`."""
         import httpx
+
+        from ._deadline import deadline
 
         transport = self._ready()
         request = httpx.Request(
@@ -213,11 +217,12 @@ class SGPSink:
             extensions={"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}},
         )
         try:
-            resp = transport.handle_request(request)
-            try:
-                body = resp.read()
-            finally:
-                resp.close()
+            with deadline(timeout):
+                resp = transport.handle_request(request)
+                try:
+                    body = resp.read()
+                finally:
+                    resp.close()
         except httpx.TimeoutException as exc:
             raise TransientError(f"timed out after {timeout:g}s ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:

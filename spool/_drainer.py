@@ -25,10 +25,11 @@ import contextlib
 import logging
 import os
 import socket
+import sqlite3
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ParamSpec, TypeVar
@@ -123,6 +124,10 @@ class Drainer:
         self._waiting: dict[int, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._logged: set[str] = set()
+        self.store_error: str | None = None
+        """Why the last drain round stopped on the file itself (a full or failing disk); None once one goes through."""
+        self._store_fault: sqlite3.Error | None = None
+        self._store_logged_at = -60.0
         self._threads = Workers("spool-drain") if isinstance(sink, BlockingSink) else None
         self._backlog = store.has_rows()  # read on the caller's thread: the store's thread has not started using it
 
@@ -157,7 +162,8 @@ class Drainer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._db(self._store.release_owner, self.owner)
+        with contextlib.suppress(sqlite3.Error):  # a failing disk: the leases run out by themselves
+            await self._db(self._store.release_owner, self.owner)
         if self._threads is not None:
             self._threads.close()
 
@@ -202,13 +208,39 @@ class Drainer:
         elif self.paused:
             return
         n = batch_size or self._config.batch_size
-        if self._failed_rounds and not force and not await self._probe(n):
+        self._store_fault = None
+        go = not self._failed_rounds or force or await self._guarded(partial(self._probe, n), False)
+        if go:
+            async with asyncio.TaskGroup() as tg:  # unlike gather, waits for cancelled workers to give rows back
+                for _ in range(self._config.max_inflight):
+                    tg.create_task(self._guarded(partial(self._worker, force, n), None))
+        if self._store_fault is not None:  # a full or failing disk: the round ended, the rows stay (leases run out)
+            self._store_failed(self._store_fault)
             return
-        async with asyncio.TaskGroup() as tg:  # unlike gather, waits for cancelled workers to give their rows back
-            for _ in range(self._config.max_inflight):
-                tg.create_task(self._worker(force, n))
+        if not go:
+            return
+        self.store_error = None
         while await self._db(self._store.reclaim):  # give freed space back in short steps (producers interleave)
             pass
+
+    async def _guarded(self, work: Callable[[], Coroutine[Any, Any, R]], failed: R) -> R:
+        """`await work()`, or `failed` when the file refused it (kept in `_store_fault`): a worker's failure must not
+        reach the task group, which would cancel its caller (and Python 3.11 leaves that caller cancelling)."""
+        try:
+            return await work()
+        except sqlite3.Error as exc:
+            self._store_fault = self._store_fault or exc
+            return failed
+
+    def _store_failed(self, exc: BaseException) -> None:
+        """The file refused a claim or a delete: say so in `store_error` (the file may not take a `last_error`),
+        count it, and log it at most once a minute."""
+        self.store_error = f"the spool file failed while delivering (spans kept): {type(exc).__name__}: {exc}"
+        self.counters["store_errors"] += 1
+        now = time.monotonic()
+        if now - self._store_logged_at >= 60.0:
+            self._store_logged_at = now
+            log.error("spool: %s; delivery goes on when the disk recovers", self.store_error)
 
     async def _prepare(self) -> None:
         prepare = getattr(self._sink, "prepare", None)  # optional: set-up that must not eat into a lease

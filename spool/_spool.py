@@ -158,7 +158,8 @@ class Spool:
         except asyncio.CancelledError:
             # The loop is ending (asyncio.run returning) or the spool is closing: commit what is queued, and close
             # this loop's connections, which must not outlive it.
-            await self._commit_pending()
+            with contextlib.suppress(RuntimeError):  # closed already: `aclose` committed before it closed
+                await self._commit_pending()
             if self._sink is not None:
                 await self._sink.aclose()
             raise
@@ -202,8 +203,7 @@ class Spool:
                 else:
                     if refused:
                         self._dropped["overflow"] += refused
-                        cfg = self.config
-                        self._note_drops(refused, f"disk cap max_bytes={cfg.max_bytes} reached, {cfg.overflow}")
+                        self._note_drops(refused, f"{self._store.full}, {self.config.overflow}")
                     continue
             lost += len(chunk)
         if error is None:
@@ -212,7 +212,7 @@ class Spool:
             return
         self._dropped_unsaved += lost
         self._dropped["disk_error"] += lost
-        self._write_error = f"commit failed, {lost} spans dropped: {type(error).__name__}: {error}"
+        self._write_error = f"commit failed ({self._dropped_unsaved} spans dropped): {type(error).__name__}: {error}"
         self._note_drops(lost, self._write_error, logging.ERROR)
 
     def _append(self, rows: Sequence[Encoded], cost: int | None = None) -> int:
@@ -299,16 +299,21 @@ class Spool:
             return await self._pending_rows() == 0
 
     async def _pending_rows(self) -> int:
-        return (await self._db(self._store.counts))[0]
+        """Rows pending in the file; -1 when it cannot be read (a failing disk): not known to be empty."""
+        try:
+            return (await self._db(self._store.counts))[0]
+        except sqlite3.Error:
+            return -1
 
     async def stats(self) -> SpoolStats:
         """A snapshot of the file (totals persist across restarts), including other processes' rows."""
         self._bound()
         st: SpoolStats = await self._db(self._file_stats)
-        if self._write_error is not None:
+        error = self._write_error or (self._drainer.store_error if self._drainer is not None else None)
+        if error is not None:
             from dataclasses import replace
 
-            st = replace(st, last_error=self._write_error)
+            st = replace(st, last_error=error)
         return st
 
     def metrics(self, *, gauges: bool = True) -> dict[str, int | float | None]:
@@ -370,7 +375,8 @@ class Spool:
             if self._sink is not None:
                 await self._sink.aclose()
         finally:
-            await self._db(self._store.close)
+            with contextlib.suppress(sqlite3.Error):  # a failing disk: what was not written is counted already
+                await self._db(self._store.close)
             self._db.close()
 
     async def __aenter__(self) -> Self:

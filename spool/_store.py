@@ -73,7 +73,16 @@ TOP_TRACES_MAX_ROWS = 100_000
 _MAX_SEQ = 2**63 - 1
 _APP_ID = 0x5350_4F4C  # "SPOL": marks the file as a spool
 
-_SCHEMA = """
+_ENDED_TABLE = """
+CREATE TABLE IF NOT EXISTS ended (id INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, span_id TEXT NOT NULL,
+    at REAL NOT NULL, UNIQUE (trace_id, span_id));
+"""
+"""Delivered ends (the last hour's, at most `Store.ended_keep`): a start of one of them is never stored again."""
+ENDED_SECONDS = 3600.0
+ENDED_MAX = 100_000
+
+_SCHEMA = (
+    """
 CREATE TABLE spans (
     seq INTEGER PRIMARY KEY,
     trace_id TEXT NOT NULL,
@@ -104,6 +113,8 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
 CREATE TABLE leases (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,
     until REAL NOT NULL);
 """
+    + _ENDED_TABLE
+)
 
 _ATTEMPTED_INDEX = "CREATE INDEX IF NOT EXISTS spans_attempted ON spans (attempts) WHERE attempts > 0"
 
@@ -114,11 +125,19 @@ ON CONFLICT (trace_id, span_id) DO UPDATE
 """
 # (identical bytes are not an update: a repeated put or re-import does not bump `version`, so a batch in flight
 # with those bytes is still deleted once delivered instead of being sent again)
-_INSERT = "INSERT INTO spans (trace_id, span_id, is_end, body, enqueued_at) VALUES "
-_UPSERT = _INSERT + "(?, ?, ?, ?, ?)" + _ON_CONFLICT
+_INSERT = "INSERT INTO spans (trace_id, span_id, is_end, body, enqueued_at) SELECT column1, column2, column3, column4, "
+_NOT_ENDED = """ AS v WHERE column3 OR NOT EXISTS (SELECT 1 FROM ended AS e
+    WHERE e.trace_id = v.column1 AND e.span_id = v.column2)"""
+"""A start whose end was delivered (see `ended`) is not stored: sent after its end, it would undo it."""
+_UPSERT = _INSERT + "?5 FROM (VALUES (?1, ?2, ?3, ?4))" + _NOT_ENDED + _ON_CONFLICT
 _BLOCK = 64
 _UPSERT_BLOCK = (
-    _INSERT + ", ".join(f"(?{i + 2}, ?{i + 3}, ?{i + 4}, ?{i + 5}, ?1)" for i in range(0, 4 * _BLOCK, 4)) + _ON_CONFLICT
+    _INSERT
+    + "?1 FROM (VALUES "
+    + ", ".join(f"(?{i + 2}, ?{i + 3}, ?{i + 4}, ?{i + 5})" for i in range(0, 4 * _BLOCK, 4))
+    + ")"
+    + _NOT_ENDED
+    + _ON_CONFLICT
 )
 """`_UPSERT` of `_BLOCK` rows in one statement: ?1 is `enqueued_at`, then the 4 fields of each `Encoded`. SQLite takes
 the rows of a VALUES list one at a time, as it takes those of an `executemany`, so a later row of a span meets an
@@ -136,6 +155,7 @@ def spool_files(path: str | os.PathLike[str]) -> list[Path]:
 _KiB = 1024
 _MiB = 1024 * _KiB
 _SHM_RESERVE = 32 * _KiB  # the WAL index: 32 KiB per 4096 WAL frames, and our WAL stays far below that
+_HEADROOM = 256 * _KiB  # filesystem space the producers leave to the drain side (see `Store._room`)
 _RECLAIM_MIN = 4 * _MiB  # free pages kept for reuse before `reclaim` gives them back
 _CORRUPT_CODES = frozenset({sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT})
 
@@ -221,6 +241,29 @@ def damage_error(path: Path, exc: sqlite3.Error) -> SpoolCorruptError:
     if size == 0 or not has_sqlite_header(path):
         return SpoolCorruptError(path)
     return SpoolCorruptError(path, str(exc))
+
+
+def _within(rows: list[Any], max_bytes: int) -> list[Any]:
+    """The first of `rows` (claimed: the body is the fourth column) whose bodies fit `max_bytes`; at least one."""
+    total = 0
+    for i, row in enumerate(rows):
+        total += len(row[3])
+        if total > max_bytes and i:
+            return rows[:i]
+    return rows
+
+
+def _fs_free(path: Path) -> int:
+    """Bytes the filesystem holding `path` gives an unprivileged writer (very large when it cannot be read)."""
+    try:
+        st = os.statvfs(path.parent)
+    except (OSError, AttributeError):  # no statvfs (Windows), or the directory is gone
+        return 1 << 62
+    return st.f_bavail * st.f_frsize
+
+
+def _files_size(path: Path) -> int:
+    return sum(map(_file_size, spool_files(path)))
 
 
 def _file_size(p: Path) -> int:
@@ -317,14 +360,24 @@ class Store:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
         self._wal_path, self._shm_path = spool_files(self.path)[1:]
-        self._wal_limit = wal_limit(self.config.max_bytes)
-        self.chunk_bytes = self._wal_limit
-        """Estimated bytes per commit that keep the WAL near its checkpoint size (see `split_rows`)."""
+        # The WAL is sized on what the spool can really grow to: the cap, or the filesystem when that is smaller.
+        self._wal_limit = wal_limit(min(self.config.max_bytes, _fs_free(self.path) + _files_size(self.path)))
+        self.chunk_bytes = self._wal_limit // 2
+        """Estimated bytes per commit: a checkpoint runs once the WAL passes half its limit, so a commit of this size
+        still ends inside the limit (see `split_rows`)."""
+        self.ended_keep = min(ENDED_MAX, self.config.max_bytes // 16 // 192)
+        """Delivered ends remembered (each ~170 bytes on disk): 100,000, fewer under a cap below ~300 MiB (the
+        record takes at most 1/16 of it), and none older than `ENDED_SECONDS`."""
+        self.claim_bytes = self.chunk_bytes // 2
+        """Body bytes one claim takes at most (and at least one row): deleting rows writes about twice their bytes
+        to the WAL (their pages, the index's), so a batch's delete also ends inside the WAL's limit."""
         self.mark_clean_on_close = False
         """Set by the `Spool`'s opener: `close()` then records a clean close (the next open skips the check)."""
         self.on_damage: Callable[[Store, sqlite3.DatabaseError], None] | None = None
         """Set by the `Spool`'s opener: called when a query finds the file damaged; it moves the file aside and
         `reopen`s this store on a fresh one, and the call that met the damage is made once more (`_heals`)."""
+        self.full = ""
+        """What limited the last `append` that had to refuse rows: the disk cap or the filesystem."""
         self._page_size = 4096
         self._open()
 
@@ -389,9 +442,10 @@ class Store:
             db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         db.execute("PRAGMA journal_mode = WAL")
         db.execute(f"PRAGMA synchronous = {cfg.synchronous}")
-        # Keep the WAL inside the disk cap: checkpoint after `wal_limit` bytes, truncate the file back to that size.
+        # Keep the WAL inside the disk cap: checkpoint once it passes half of `wal_limit` (a commit of `chunk_bytes`
+        # then ends inside the limit), truncate the file back to the limit.
         self._page_size = page_size = db.execute("PRAGMA page_size").fetchone()[0]
-        db.execute(f"PRAGMA wal_autocheckpoint = {max(16, self._wal_limit // page_size)}")
+        db.execute(f"PRAGMA wal_autocheckpoint = {max(8, self._wal_limit // 2 // page_size)}")
         db.execute(f"PRAGMA journal_size_limit = {self._wal_limit}")
         if fresh:
             with self._tx():
@@ -409,6 +463,11 @@ class Store:
             # get it on first open (one scan of the table, ~1.5 s per 1M rows); older span-spools read them as is.
             with self._tx():
                 db.execute(_ATTEMPTED_INDEX)
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'ended'").fetchone() is None:
+            # Migration note: table added within schema 2 (the record of delivered ends). Older span-spools ignore
+            # it: their drainers do not record ends, which only shortens the record.
+            with self._tx():
+                db.execute(_ENDED_TABLE)
 
     def _setup_readonly(self, fresh: bool) -> None:
         if fresh:
@@ -535,7 +594,7 @@ class Store:
         """
         t = time.time() if now is None else now
         with self._tx() as db:
-            room = self.config.max_bytes - self._used_bytes()
+            room = self._room()
             lost = 0
             if (rows_cost(rows) if cost is None else cost) > room:
                 rows, lost = self._make_room(rows, [row_cost(r) for r in rows], room, t)
@@ -550,16 +609,21 @@ class Store:
     def outcomes(self, rows: Sequence[Encoded]) -> collections.Counter[str]:
         """What `append(rows)` would do with each row, by the coalescing rule (`_ON_CONFLICT`), read now: counts of
         "new" (no row for the span), "updated" (the row's bytes would be replaced) and "unchanged" (the same bytes,
-        or a start meeting a stored end). Rows of one span within `rows` meet each other as they would in the file."""
+        or a start meeting a stored or a delivered end). Rows of one span within `rows` meet each other as they would
+        in the file."""
         seen: dict[tuple[str, str], tuple[bytes, bool]] = {}
         out: collections.Counter[str] = collections.Counter()
         find = "SELECT body, is_end FROM spans WHERE trace_id = ? AND span_id = ?"
+        ended = "SELECT 1 FROM ended WHERE trace_id = ? AND span_id = ?"
         for r in rows:
             key = (r.trace_id, r.span_id)
             if key not in seen:
                 row = self._db.execute(find, key).fetchone()
                 if row is not None:
                     seen[key] = (bytes(row[0]), bool(row[1]))
+                elif not r.is_end and self._db.execute(ended, key).fetchone() is not None:
+                    out["unchanged"] += 1  # its end was delivered: the start is not stored
+                    continue
             stored = seen.get(key)
             if stored is None:
                 out["new"] += 1
@@ -595,12 +659,25 @@ class Store:
             for key, n in totals.items():
                 self._bump(key, n)
 
-    def _used_bytes(self) -> int:
-        """What counts against `max_bytes`: pages in use, the WAL (at least its checkpoint size), the SHM."""
-        db = self._db
-        pages = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
-        wal = max(_file_size(self._wal_path), self._wal_limit)
-        return int(pages) * self._page_size + wal + max(_file_size(self._shm_path), _SHM_RESERVE)
+    def _room(self) -> int:
+        """Bytes new rows may take now. Under `max_bytes`, which counts pages in use, the WAL (at least 1.5x its
+        limit: measured peaks stay below that) and the SHM; and under what the filesystem can still give: its free
+        space, less the growth already due (the database file up to its pages, the WAL up to that) and `_HEADROOM`, kept
+        for the drain side (a claim's lease, a delete) once producers are refused. Free pages count as room."""
+        db, ps = self._db, self._page_size
+        pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+        free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+        wal, shm = _file_size(self._wal_path), _file_size(self._shm_path)
+        wal_peak = self._wal_limit * 3 // 2  # one transaction's pages (index, interior, freelist) past the estimate
+        used = (pages - free) * ps + max(wal, wal_peak) + max(shm, _SHM_RESERVE)
+        due = max(0, pages * ps - _file_size(self.path)) + max(0, wal_peak - wal) + max(0, _SHM_RESERVE - shm)
+        fs_free = _fs_free(self.path)
+        cap_room, fs_room = self.config.max_bytes - used, fs_free - due - _HEADROOM + free * ps
+        if cap_room <= fs_room:
+            self.full = f"disk cap max_bytes={self.config.max_bytes} reached"
+        else:
+            self.full = f"the filesystem is full ({fs_free} bytes free, kept for the spool's WAL and delivery)"
+        return min(cap_room, fs_room)
 
     def _make_room(
         self, rows: Sequence[Encoded], costs: list[int], room: int, now: float
@@ -729,7 +806,7 @@ class Store:
         for lo, hi in [*live, (_MAX_SEQ, _MAX_SEQ)]:
             if lo > after + 1:
                 args = {"after": after, "before": lo, "now": now, "n": limit, "lease": lease}
-                if rows := db.execute(sql, args).fetchall():
+                if rows := _within(db.execute(sql, args).fetchall(), self.claim_bytes):
                     db.execute(
                         "INSERT INTO leases (id, owner, lo, hi, until) VALUES (?, ?, ?, ?, ?)",
                         (lease, owner, rows[0][0], rows[-1][0], now + lease_seconds),
@@ -778,10 +855,22 @@ class Store:
             return deleted, self._claim(owner, limit, lease_seconds, force)
 
     def _complete(self, sent: Sequence[Claimed]) -> int:
-        db = self._db
+        db, now = self._db, time.time()
+        keys = [(c.seq, c.version) for c in sent]
+        db.executemany(
+            """INSERT OR REPLACE INTO ended (trace_id, span_id, at)
+               SELECT trace_id, span_id, ?3 FROM spans WHERE seq = ?1 AND version = ?2 AND is_end""",
+            [(*k, now) for k in keys],
+        )
         before = db.total_changes
-        db.executemany("DELETE FROM spans WHERE seq = ? AND version = ?", [(c.seq, c.version) for c in sent])
+        db.executemany("DELETE FROM spans WHERE seq = ? AND version = ?", keys)
         deleted = db.total_changes - before
+        # Forget the oldest ends past the record's bounds (ids grow with time: the oldest come first).
+        db.execute("DELETE FROM ended WHERE id <= (SELECT max(id) FROM ended) - ?", (self.ended_keep,))
+        db.execute(
+            "DELETE FROM ended WHERE id IN (SELECT id FROM ended ORDER BY id LIMIT ?) AND at < ?",
+            (2 * len(sent), now - ENDED_SECONDS),
+        )
         self._bump("delivered_total", deleted)
         db.execute("DELETE FROM meta WHERE key IN ('last_error', 'last_error_at')")
         return deleted
@@ -942,12 +1031,16 @@ class Store:
         db = self._db
         return {i for i in ids if db.execute("SELECT 1 FROM dead WHERE id = ?", (i,)).fetchone()}
 
-    def dead_retry(self, ids: Sequence[int] | None) -> int:
+    def dead_retry(self, ids: Sequence[int] | None) -> tuple[int, int]:
         """Move dead letters (all when `ids` is None) back to pending with a fresh attempt count. Where the span is
         pending again meanwhile, the coalescing rule decides: a dead end replaces a pending start, otherwise the
-        pending row stays (it is newer)."""
+        pending row stays (it is newer). A dead start whose end was delivered (see `ended`) is removed instead: the
+        server has the whole span, and the start sent now would undo its end. Returns (moved, removed)."""
         where, args = _id_filter(ids)
         with self._tx() as db:
+            stale = f"""({where}) AND json_extract(body, '$.end_timestamp') IS NULL AND EXISTS
+                        (SELECT 1 FROM ended AS e WHERE e.trace_id = dead.trace_id AND e.span_id = dead.span_id)"""
+            removed = int(db.execute(f"DELETE FROM dead WHERE {stale}", args).rowcount)
             db.execute(
                 f"""INSERT INTO spans (trace_id, span_id, is_end, body, enqueued_at)
                     SELECT trace_id, span_id, json_extract(body, '$.end_timestamp') IS NOT NULL, body, enqueued_at
@@ -957,7 +1050,7 @@ class Store:
                         WHERE excluded.is_end AND NOT spans.is_end""",
                 args,
             )
-            return int(db.execute(f"DELETE FROM dead WHERE {where}", args).rowcount)
+            return int(db.execute(f"DELETE FROM dead WHERE {where}", args).rowcount), removed
 
     def dead_purge(self, ids: Sequence[int] | None = None, older_than: float | None = None) -> int:
         """Delete dead letters: by id, all (`ids` None), or failed more than `older_than` seconds ago."""

@@ -343,6 +343,27 @@ def test_dead_retry_all(dead_db: Path) -> None:
     assert dead_list(dead_db) == []
 
 
+def test_dead_retry_never_sends_a_start_after_its_end(tmp_path: Path, sgp_env: Receiver) -> None:
+    """A 422 period for starts sends them to the dead letters while their ends are delivered; `dead retry --all`
+    as the README suggests removes those starts instead of sending them after their ends (on main: 100 of 100)."""
+    p = tmp_path / "spans.db"
+    make_spool(p, [item(i, end=False) for i in range(100)])
+    sgp_env.reject_if = lambda it: None if it.get("end_timestamp") else "starts are refused today"
+    assert json.loads(run("flush", "--path", p, "--json").stdout)["dead"] == 100
+    sgp_env.reject_if = None
+    make_spool(p, [item(i) for i in range(100)])
+    assert json.loads(run("flush", "--path", p, "--json").stdout)["delivered"] == 100
+    make_spool(p, [item(100, end=False)])
+    r = run("dead", "retry", "--all", "--path", p)
+    assert r.exit_code == 0, r.output
+    assert "moved 0 dead letters back to pending" in r.stdout
+    assert "removed 100 dead starts whose end the server has" in r.stdout
+    assert json.loads(run("flush", "--path", p, "--json").stdout)["delivered"] == 1
+    sent_starts = [i for _, i, is_end in sgp_env.received_ids if not is_end]
+    assert sent_starts == ["s100"]  # a start of a span not ended is sent as usual
+    assert dead_list(p) == []
+
+
 def test_dead_unknown_ids_change_nothing(dead_db: Path) -> None:
     (d,) = dead_list(dead_db)
     for verb in ("retry", "purge"):

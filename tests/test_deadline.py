@@ -26,13 +26,20 @@ class DripServer:
     then at once. Records, per dripped connection, how many bytes went out before the client hung up, and the span
     ids it took once healed. Its threads end with `stop()` or their connection."""
 
-    def __init__(self, every: float = 0.1) -> None:
+    def __init__(self, every: float = 0.1, *, cut: bool = False, late: int = 0) -> None:
         self.every = every
+        self.cut = cut
+        """Store each batch, then answer 200 with a body cut short (the connection closes mid-body)."""
+        self.late = late
+        """Store the first `late` batches, then hold the answer until the client gives up (after `request_timeout`);
+        answer the rest at once."""
         self.sent_before_hangup: list[int] = []
         self.hung_up = threading.Event()
         self.ids: list[str] = []
         self._healed = threading.Event()
         self._stopped = threading.Event()
+        if late:
+            self._healed.set()  # after the late answers, answer at once
         self._sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -71,6 +78,18 @@ class DripServer:
                         return
                     buf += chunk
                 body, buf = buf[:length], buf[length:]
+                if self.cut or self.late > 0:
+                    self.ids += [item["id"] for item in orjson.loads(body)["items"]]
+                    if self.cut:
+                        conn.sendall(
+                            _ANSWER[: _ANSWER.index(b"\r\n\r\n") + 4].replace(b"Length: 2", b"Length: 99") + b"{"
+                        )
+                        return
+                    self.late -= 1
+                    while not self._stopped.wait(0.02):
+                        if _closed_by_peer(conn):
+                            self._hangup(0)
+                            return
                 if self._healed.is_set():
                     self.ids += [item["id"] for item in orjson.loads(body)["items"]]
                     conn.sendall(_ANSWER)
@@ -147,3 +166,45 @@ def test_a_spool_against_a_dripping_server_fails_attempts_then_delivers_when_it_
     assert flushed
     assert sorted(set(drip.ids)) == sorted(f"span-{i}" for i in range(300))
     assert all(n < len(_ANSWER) // 2 for n in drip.sent_before_hangup)
+
+
+def test_a_200_cut_short_counts_as_delivered_and_is_not_sent_again(spool_path: object) -> None:
+    """The server stored each batch and said 200, then the connection closed mid-body: the spans were taken (on main
+    every attempt failed and was sent again: 2,700 duplicates for 500 spans)."""
+    server = DripServer(cut=True)
+    try:
+
+        async def main() -> tuple[bool, int]:
+            async with Spool(spool_path, sink=SGPSink("k", "a", server.url), config=FAST) as sp:  # type: ignore[arg-type]
+                for i in range(500):
+                    sp.put(span(i))
+                return await sp.flush(60), (await sp.stats()).delivered_total
+
+        flushed, delivered = asyncio.run(main())
+    finally:
+        server.stop()
+    assert flushed and delivered == 500
+    assert sorted(server.ids) == sorted(f"span-{i}" for i in range(500))  # each once
+
+
+def test_an_answer_later_than_the_timeout_costs_one_resend_of_that_batch(spool_path: object) -> None:
+    """The server stored the batch but answered after `request_timeout`: the attempt failed, so the batch is sent
+    again (harmless: the server upserts by (trace_id, id)). Duplicates stay within one batch per such attempt."""
+    server = DripServer(late=2)
+    cfg = replace(FAST, request_timeout=0.5, batch_size=50)
+    try:
+
+        async def main() -> bool:
+            async with Spool(spool_path, sink=SGPSink("k", "a", server.url), config=cfg) as sp:  # type: ignore[arg-type]
+                for i in range(500):
+                    sp.put(span(i))
+                await sp.commit()
+                return await sp.flush(60)
+
+        flushed = asyncio.run(main())
+    finally:
+        server.stop()
+    assert flushed
+    assert set(server.ids) == {f"span-{i}" for i in range(500)}
+    assert len(server.sent_before_hangup) == 2  # two attempts timed out after the server stored their batch
+    assert 0 < len(server.ids) - 500 <= 2 * cfg.batch_size

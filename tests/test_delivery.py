@@ -11,6 +11,7 @@ import itertools
 import math
 import random
 import socket
+import sqlite3
 import time
 import types
 from collections.abc import Callable, Iterator
@@ -206,7 +207,7 @@ def test_poison_span_is_isolated_and_retried_from_dead(spool_path: Path, receive
         assert (dead.span_id, dead.status, dead.name, dead.attempts) == (poison, 422, "step 17", 1)
         assert dead.detail is not None and "bad span" in dead.detail
         receiver.reject_if = None
-        assert store.dead_retry([dead.id]) == 1
+        assert store.dead_retry([dead.id]) == (1, 0)
         assert store.dead_list() == []
 
     async def again() -> None:
@@ -252,6 +253,52 @@ def test_dead_letter_records_the_attempts_it_had(spool_path: Path, receiver: Rec
     assert dead.status == 422 and dead.attempts == 3  # two 503s, then the rejected one
 
 
+def test_a_start_put_after_its_end_was_delivered_is_never_sent(
+    spool_path: Path, receiver: Receiver, sink: SGPSink
+) -> None:
+    """Its end is in the record of delivered ends, so the late start is not stored (sent, it would undo the end);
+    a start of a span not ended yet is sent as usual."""
+
+    async def main() -> None:
+        async with Spool(spool_path, sink=sink, config=FAST) as sp:
+            for i in range(100):
+                sp.put(span(i, end=True))
+            assert await sp.flush(30)
+            for i in range(101):
+                sp.put(span(i))
+            assert await sp.flush(30)
+            assert (await sp.stats()).pending == 0
+
+    asyncio.run(main())
+    assert [i for _, i, is_end in receiver.received_ids if not is_end] == ["span-100"]
+    assert receiver.ended == 100
+
+
+def test_the_record_of_delivered_ends_stays_within_its_bounds(spool_path: Path) -> None:
+    """At most `ended_keep` ends (fewer under a small cap), none older than an hour; a file without the record
+    (made before it) gets it when opened for writing."""
+    Store(spool_path, SpoolConfig()).close()
+    with contextlib.closing(sqlite3.connect(spool_path)) as db:
+        db.execute("DROP TABLE ended")  # as a file from before the record
+    store = Store(spool_path, SpoolConfig(max_bytes=8 * 1024 * 1024))
+    try:
+        assert store.ended_keep == 8 * 1024 * 1024 // 16 // 192 < 3000
+        db = store._db
+        db.execute("INSERT INTO ended (trace_id, span_id, at) VALUES ('old', 'x', ?)", (time.time() - 4000,))
+        for n in range(0, 3000, 100):
+            store.append([encode_item(span(i, end=True), 1 << 20) for i in range(n, n + 100)])
+            while claimed := store.claim("me", 100, 30):
+                store.complete(claimed)
+                store.release(claimed[0].lease)
+            if n == 0:  # 100 ends recorded, and the one older than an hour forgotten
+                assert db.execute("SELECT count(*), max(span_id = 'x') FROM ended").fetchone() == (100, 0)
+        (oldest,) = db.execute("SELECT span_id FROM ended ORDER BY id LIMIT 1").fetchone()
+        assert db.execute("SELECT count(*) FROM ended").fetchone() == (store.ended_keep,)
+        assert oldest == f"span-{3000 - store.ended_keep}"  # the newest are kept
+    finally:
+        store.close()
+
+
 def test_dead_retry_of_an_end_replaces_a_pending_start(spool_path: Path) -> None:
     with open_store(spool_path) as store:
         store.append([encode_item(span(1, end=True), 1 << 20)])
@@ -259,7 +306,7 @@ def test_dead_retry_of_an_end_replaces_a_pending_start(spool_path: Path) -> None
         assert store.to_dead(claimed, 422, "nope")
         store.append([encode_item(span(1), 1 << 20)])  # a start of the same span arrives later
         [dead] = store.dead_list()
-        assert store.dead_retry([dead.id]) == 1
+        assert store.dead_retry([dead.id]) == (1, 0)
         [body] = list(store.iter_bodies())
         assert b"end_timestamp" in body  # the end was not lost to the pending start
 

@@ -79,7 +79,8 @@ def test_credentials_and_cooldowns_are_counted(spool_path: Path) -> None:
         async def refused() -> dict[str, Any]:
             async with Spool(spool_path, sink=wrong, config=cfg) as sp:
                 sp.put(span(1))
-                assert not await sp.flush(timeout=0.3)
+                await wrong.prepare()  # the SDK's set-up, outside the flush's time (it was once longer than that)
+                assert not await sp.flush(timeout=2.0)
                 return sp.metrics(gauges=False)
 
         m = asyncio.run(refused())
@@ -90,7 +91,8 @@ def test_credentials_and_cooldowns_are_counted(spool_path: Path) -> None:
 
         async def down() -> dict[str, Any]:
             async with Spool(spool_path, sink=right, config=cfg) as sp:
-                assert not await sp.flush(timeout=0.3)
+                await right.prepare()
+                assert not await sp.flush(timeout=2.0)
                 return sp.metrics(gauges=False)
 
         m = asyncio.run(down())

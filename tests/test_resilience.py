@@ -7,6 +7,7 @@ bytes, a second connection holding the lock), never mocked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -16,13 +17,16 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import FAST, RecordingSleep, span
 
-from spool import SGPSink, Spool, SpoolConfig, SpoolError, SpoolSchemaError
+from spool import SGPSink, Spool, SpoolConfig, SpoolError, SpoolSchemaError, SpoolStats
 from spool import _store as store_mod
 from spool._heal import move_aside
 from spool._items import encode_item
@@ -76,11 +80,49 @@ def test_cap_20000_items_into_2_mb(spool_path: Path, overflow: str) -> None:
 
     asyncio.run(main())
     assert peak <= cap + one_commit, (peak, cap, one_commit)
+    assert peak <= cap * 1.05
     ids = stored_ids(spool_path)
     most = len(ids) * 9 // 10
     # drop_newest keeps (nearly all of) the first spans put, drop_oldest the last ones
     kept, gone = (range(most), 19_999) if overflow == "drop_newest" else (range(20_000 - most, 20_000), 0)
     assert {f"span-{i}" for i in kept} <= ids and f"span-{gone}" not in ids
+
+
+@pytest.mark.parametrize("cap", [256 * 1024, 1024 * 1024])
+def test_the_cap_holds_within_5_percent_with_the_wal_while_draining(
+    spool_path: Path, receiver: Receiver, sink: SGPSink, cap: int
+) -> None:
+    """Producers outrun a slow backend, so the spool sits at its cap while the drainer claims and deletes: the three
+    files together never pass the cap by more than 5% (a thread samples them; once 9.8 MB for an 8 MiB cap)."""
+    receiver.latency = 0.005
+    cfg = replace(FAST, max_bytes=cap, flush_interval=0.05)
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            with contextlib.suppress(FileNotFoundError):
+                peak[0] = max(peak[0], disk_bytes(spool_path))
+            time.sleep(0.0005)
+
+    async def main() -> SpoolStats:
+        async with Spool(spool_path, sink=sink, config=cfg) as sp:
+            sampler.start()
+            i = 0
+            while sp.metrics(gauges=False)["delivered"] < 300 or not sp.metrics(gauges=False)["dropped"]:
+                for _ in range(50):
+                    sp.put(big(i))
+                    i += 1
+                await asyncio.sleep(0.005)
+            return await sp.stats()
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    try:
+        st = asyncio.run(main())
+    finally:
+        done.set()
+    sampler.join()
+    assert st.dropped_total > 0 and st.delivered_total >= 300  # at the cap, and draining
+    assert 0 < peak[0] <= cap * 1.05, (peak[0], cap)
 
 
 def test_cap_always_takes_the_end_of_a_stored_span(spool_path: Path) -> None:
@@ -112,13 +154,13 @@ def test_drop_oldest_never_evicts_rows_in_flight(spool_path: Path) -> None:
     store = Store(spool_path, cfg)
     try:
         store.append([encode_item(big(i), 1 << 20) for i in range(100)])
-        held = store.claim("other-drainer", 50, 60.0)  # the 50 oldest, leased by a live drainer
+        held = store.claim("other-drainer", 50, 60.0)  # the oldest, leased by a live drainer
         lost = sum(store.append([encode_item(big(i), 1 << 20) for i in range(j, j + 50)]) for j in range(100, 3000, 50))
         ids = {r[0] for r in store._db.execute("SELECT span_id FROM spans")}
-        assert {f"span-{i}" for i in range(50)} <= ids  # in flight: kept
-        assert "span-50" not in ids and "span-2999" in ids  # the oldest not in flight went first
+        assert 0 < len(held) < 100  # a claim takes at most `claim_bytes` of bodies (the WAL's share of a small cap)
+        assert {f"span-{i}" for i in range(len(held))} <= ids  # in flight: kept
+        assert f"span-{len(held)}" not in ids and "span-2999" in ids  # the oldest not in flight went first
         assert store.stats().dropped_total == lost == 3000 - store.stats().pending
-        assert len(held) == 50
     finally:
         store.close()
 
@@ -591,3 +633,122 @@ def test_retry_after_garbage_is_ignored_and_a_far_date_is_capped_by_the_cooldown
     far = classify_response(503, b"", "Fri, 31 Dec 9999 23:59:59 GMT")
     assert far is not None and getattr(far, "retry_after", 0) > 1e9
     assert cooldown(1, FAST, getattr(far, "retry_after", None)) <= FAST.cooldown_max
+
+
+# -- a small, full filesystem ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A real 16 MiB filesystem (tmpfs), mounted for the test when this user may mount; skipped otherwise."""
+    where = tmp_path / "small"
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)], capture_output=True, text=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_spool_that_fills_a_small_disk_still_drains_all_of_it(small_fs: Path, receiver: Receiver) -> None:
+    """The default cap (1 GiB) is far above the filesystem's 16 MiB: the spool stops taking spans while room is
+    left for its WAL and for delivery, so with the backend back every stored span is delivered (once wedged: 0)."""
+    receiver.refuse()
+    cfg = replace(FAST, max_bytes=SpoolConfig().max_bytes)
+
+    async def main() -> tuple[int, dict[str, int | float | None], bool, SpoolStats]:
+        async with Spool(small_fs / "spans.db", sink=SGPSink("k", "a", receiver.url), config=cfg) as sp:
+            put = 0
+            while sp.metrics(gauges=False)["dropped"] == 0:
+                for _ in range(500):
+                    sp.put(span(put, input={"prompt": "p" * 1000}))
+                    put += 1
+                await sp.commit()
+            full = sp.metrics()
+            receiver.resume()
+            flushed = await sp.flush(120)
+            return put, full, flushed, await sp.stats()
+
+    put, full, flushed, st = asyncio.run(main())
+    assert full["dropped_overflow"] == full["dropped"] and full["dropped_disk_error"] == 0  # refused, not failed
+    assert flushed
+    assert st.delivered_total == len(receiver.spans) == put - st.dropped_total > 10_000
+    assert st.last_error is None
+
+
+def test_a_disk_another_program_fills_never_raises_into_the_application(
+    small_fs: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another program takes the last byte: new spans are refused (the filesystem is full) or their commit fails,
+    counted either way and logged once; delivery may stall (a delete needs a little space for its WAL pages);
+    `flush`, `aclose` and the `async with` never raise, and every span is stored, delivered or counted."""
+    receiver.refuse()
+    path = small_fs / "spans.db"
+
+    async def main() -> tuple[SpoolStats, bool, int]:
+        async with Spool(path, sink=SGPSink("k", "a", receiver.url), config=FAST) as sp:
+            for i in range(2000):
+                sp.put(span(i, input={"prompt": "p" * 1000}))
+            await sp.commit()
+            fd = os.open(small_fs / "other", os.O_CREAT | os.O_WRONLY)
+            try:
+                while True:
+                    os.write(fd, b"x" * 65536)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+            for i in range(2000, 12_000):
+                sp.put(span(i, input={"prompt": "p" * 1000}))
+            await sp.commit()
+            st = await sp.stats()
+            receiver.resume()
+            flushed = await sp.flush(3)
+            return st, flushed, int(sp.metrics(gauges=False)["dropped"] or 0)
+
+    with caplog.at_level(logging.WARNING, logger="spool"):
+        st, flushed, dropped = asyncio.run(main())  # the block exits cleanly: nothing raised
+    assert dropped > 0
+    drops = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert drops and all("filesystem is full" in m or "disk is full" in m for m in drops)
+    assert len(drops) <= 2  # once a minute, per kind (refused, failed)
+    assert st.last_error is None or "disk is full" in st.last_error
+    assert isinstance(flushed, bool)
+    assert not any(r.exc_info for r in caplog.records)  # no tracebacks in the log
+    (small_fs / "other").unlink()
+    store = Store(path, create=False)
+    try:
+        assert store.check() == []
+        s = store.stats()
+        assert s.pending + s.delivered_total + s.dropped_total == 12_000  # every span stored, sent or counted
+    finally:
+        store.close()
+
+
+def test_a_failing_disk_under_the_drainer_is_reported_and_never_raised(
+    spool_path: Path, receiver: Receiver, sink: SGPSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every write fails (SQLite refuses them: `query_only`): claims fail, `flush` returns False, `last_error` says
+    what happened, one log line, and leaving `async with` raises nothing."""
+
+    async def main() -> tuple[bool, SpoolStats]:
+        async with Spool(spool_path, sink=sink, config=FAST) as sp:
+            for i in range(50):
+                sp.put(span(i))
+            await sp.commit()
+            sp._store._db.execute("PRAGMA query_only = ON")
+            flushed = await sp.flush(1.0)
+            return flushed, await sp.stats()
+
+    with caplog.at_level(logging.ERROR, logger="spool"):
+        flushed, st = asyncio.run(main())
+    assert flushed is False
+    assert st.last_error is not None and "the spool file failed while delivering" in st.last_error
+    assert "readonly" in st.last_error
+    failures = [r for r in caplog.records if "failed while delivering" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is None
+    assert receiver.writes <= 50

@@ -127,9 +127,11 @@ def dead_retry(ids: IdsArgument = None, all_: AllOption = False, path: PathOptio
     with open_store(path, write=True) as store:
         if selected is not None:
             _check_ids(store, selected)
-        n = store.dead_retry(selected)
+        n, removed = store.dead_retry(selected)
     then = f"; run `spool flush` to send {'it' if n == 1 else 'them'} now" if n else ""
     print(f"moved {plural(n, 'dead letter')} back to pending{then}")
+    if removed:
+        print(f"removed {plural(removed, 'dead start')} whose end the server has (sent now, it would undo the end)")
 
 
 @dead_app.command("purge", epilog="Example: spool dead purge --older-than 7d --path ./spans.db")

@@ -56,7 +56,7 @@ def main() -> None:
         store = Store(Path(tmp) / "a.db", SpoolConfig(max_bytes=1 << 34))
         empty = Store(Path(tmp) / "b.db", SpoolConfig(max_bytes=1 << 34))
         try:
-            remembered = lambda s: s._db.execute("SELECT count(*) FROM ended").fetchone()[0]  # noqa: E731
+            remembered = lambda s: s._db.execute("SELECT count(*) FROM ended_keys").fetchone()[0]  # noqa: E731
             used = lambda s: s._db.execute(  # noqa: E731
                 "SELECT (SELECT page_count FROM pragma_page_count) - (SELECT freelist_count FROM pragma_freelist_count)"
             ).fetchone()[0]

@@ -414,7 +414,7 @@ def reachable_dir() -> Iterator[Path]:
 
 
 def _in_cli(argv: list[str], env: dict[str, str]) -> dict[str, object]:
-    """`spool ARGV` in this (forked) process: its exit code and what it wrote to stderr."""
+    """`spool ARGV` in this (forked) process: its exit code and what it wrote to stdout and stderr."""
     import contextlib
     import io
 
@@ -422,14 +422,14 @@ def _in_cli(argv: list[str], env: dict[str, str]) -> dict[str, object]:
 
     os.environ.update(env)
     sys.argv = ["spool", *argv]
-    err = io.StringIO()
+    out, err = io.StringIO(), io.StringIO()
     code: object = 0
-    with contextlib.redirect_stderr(err):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             main()
         except SystemExit as exc:
             code = exc.code
-    return {"code": code, "stderr": err.getvalue()}
+    return {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
 
 
 @pytest.mark.parametrize("dir_mode", [0o777, 0o755], ids=["writable-dir", "read-only-dir"])
@@ -437,7 +437,8 @@ def test_a_read_only_file_is_one_spool_error_and_stays_as_it_was(
     reachable_dir: Path, sgp: dict[str, str], dir_mode: int
 ) -> None:
     """The file (and maybe its directory) cannot be written by this user: `Spool()` raises `SpoolError`, never a
-    raw sqlite3 error; `spool flush` prints one `Error:` line, exit 2; the rows are all still there."""
+    raw sqlite3 error; `spool flush` prints one `Error:` line, exit 2; `spool stats` reads it; the rows are all still
+    there."""
     from conftest import in_fork
 
     from spool import SpoolError
@@ -457,9 +458,11 @@ def test_a_read_only_file_is_one_spool_error_and_stays_as_it_was(
             raised = f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
         else:
             raised = "nothing"
-        return {"raised": raised, **_in_cli(["flush", "--path", str(path)], sgp)}
+        stats = _in_cli(["stats", "--json", "--path", str(path)], sgp)
+        return {"raised": raised, "stats": stats, **_in_cli(["flush", "--path", str(path)], sgp)}
 
     out = in_fork(child, unprivileged=True)
+    assert out["stats"]["code"] == 0 and json.loads(out["stats"]["stdout"])["pending"] == 5  # type: ignore[index]
     assert out["raised"] == f"SpoolError: cannot open {path}: attempt to write a readonly database"
     assert out["code"] == 2
     assert out["stderr"] == f"Error: cannot open {path}: attempt to write a readonly database\n"

@@ -275,26 +275,32 @@ def test_a_start_put_after_its_end_was_delivered_is_never_sent(
 
 
 def test_the_record_of_delivered_ends_stays_within_its_bounds(spool_path: Path) -> None:
-    """At most `ended_keep` ends (fewer under a small cap), none older than an hour; a file without the record
-    (made before it) gets it when opened for writing."""
+    """At most `ended_keep` ends and a 16th more (fewer under a small cap), none older than an hour; a file without
+    the record (made before it) gets it when opened for writing, and one with the first record's ids keeps them."""
     Store(spool_path, SpoolConfig()).close()
-    with contextlib.closing(sqlite3.connect(spool_path)) as db:
-        db.execute("DROP TABLE ended")  # as a file from before the record
+    with contextlib.closing(sqlite3.connect(spool_path)) as db, db:
+        db.execute("DROP TABLE ended_keys")  # as a file made by the first record, which kept the ids themselves
+        db.execute("CREATE TABLE ended (id INTEGER PRIMARY KEY, trace_id TEXT, span_id TEXT, at REAL)")
+        db.execute("INSERT INTO ended (trace_id, span_id, at) VALUES ('trace-1', 'span-old', ?)", (time.time() - 4000,))
+        db.execute("INSERT INTO ended (trace_id, span_id, at) VALUES ('trace-1', 'span-kept', ?)", (time.time(),))
     store = Store(spool_path, SpoolConfig(max_bytes=8 * 1024 * 1024))
     try:
-        assert store.ended_keep == 8 * 1024 * 1024 // 16 // 192 < 3000
+        assert store.ended_keep == 8 * 1024 * 1024 // 16 // 64 < 9000
+        assert store.outcomes([encode_item(span("kept"), 1 << 20)])["unchanged"] == 1  # type: ignore[arg-type]
         db = store._db
-        db.execute("INSERT INTO ended (trace_id, span_id, at) VALUES ('old', 'x', ?)", (time.time() - 4000,))
-        for n in range(0, 3000, 100):
-            store.append([encode_item(span(i, end=True), 1 << 20) for i in range(n, n + 100)])
-            while claimed := store.claim("me", 100, 30):
+        for n in range(0, 12000, 500):
+            store.append([encode_item(span(i, end=True), 1 << 20) for i in range(n, n + 500)])
+            while claimed := store.claim("me", 500, 30):
                 store.complete(claimed)
                 store.release(claimed[0].lease)
-            if n == 0:  # 100 ends recorded, and the one older than an hour forgotten
-                assert db.execute("SELECT count(*), max(span_id = 'x') FROM ended").fetchone() == (100, 0)
-        (oldest,) = db.execute("SELECT span_id FROM ended ORDER BY id LIMIT 1").fetchone()
-        assert db.execute("SELECT count(*) FROM ended").fetchone() == (store.ended_keep,)
-        assert oldest == f"span-{3000 - store.ended_keep}"  # the newest are kept
+            if n == 0:  # 500 ends and the one kept, the one older than an hour forgotten
+                assert db.execute("SELECT count(*) FROM ended_keys").fetchone() == (501,)
+                assert store.outcomes([encode_item(span("old"), 1 << 20)])["new"] == 1  # type: ignore[arg-type]
+            count = db.execute("SELECT count(*) FROM ended_keys").fetchone()[0]
+            assert count <= store.ended_keep * 17 // 16 + 500
+        assert count >= store.ended_keep
+        newest = [encode_item(span(i), 1 << 20) for i in range(12000 - store.ended_keep, 12000)]
+        assert store.outcomes(newest)["unchanged"] == store.ended_keep  # the newest are kept
     finally:
         store.close()
 

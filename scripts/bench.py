@@ -23,8 +23,9 @@ Sections (`--only` takes their names):
   the drainer delivering, against an `asyncio.Queue` (idle baseline) and the SDK's `upsert_batch` per batch of 50.
 - `memory`: RSS and file size with a 1M-span backlog built while the backend is down (`--quick`: 100k), and after
   draining it: scripts/backlog_rss.py, in its own process.
-- `agents`: 10,000 spans each with its own 50 KB system prompt produced at ~5,000 spans/s while the backend takes
-  5 ms per request, and a growing-context chatbot (50 conversations x 40 turns, 50 KB prompt + 2 KB per message);
+- `agents`: 10,000 spans with the same 50 KB system prompt (an equal but distinct `str` per span; and, `-shared`, one
+  prompt object for all) and a 1 KB message each, produced at ~5,000 spans/s while the backend takes 5 ms per request,
+  and a growing-context chatbot (50 conversations x 40 turns, a 50 KB prompt + 2 KB per message, all different);
   peak RSS, backlog, drain time, disk bytes per span, against an in-memory queue holding the same spans.
 
 Subprocess scenarios print one JSON line; `--child NAME ARGS_JSON` runs one (internal).
@@ -60,6 +61,7 @@ from spool._items import encode_item
 from spool._store import Store
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 SECTIONS = ("hot", "append", "delivery", "e2e", "replay", "lag", "memory", "agents")
 
 
@@ -761,16 +763,20 @@ _MESSAGE = ("The customer says the order never arrived and asks for a refund or 
 
 
 def load_spans(kind: str, scale: float) -> Iterator[dict[str, Any]]:
-    """The spans of one load profile, each with its own string copies (as if parsed from its own request)."""
-    if kind == "prompt50k":
+    """The spans of one load profile. `prompt50k`: one system prompt, an equal but distinct `str` per span (as if
+    parsed from its own request), and a 1 KB message of its own; `prompt50k-shared`: every span references one prompt
+    object; `chatbot`: a prompt and a history that differ in every span (nothing repeats byte for byte)."""
+    if kind in ("prompt50k", "prompt50k-shared"):
         for i in range(int(10_000 * scale)):
+            prompt = _PROMPT if kind == "prompt50k-shared" else (_PROMPT + " ")[:-1]
+            message = _MESSAGE[:-12] + f"{i:012d}"
             yield {
                 "trace_id": f"trace-{i // 10:08d}",
                 "id": f"span-{i:010d}",
                 "name": "llm.chat_completion",
                 "start_timestamp": "2026-11-28T10:00:00+00:00",
                 "end_timestamp": "2026-11-28T10:00:02+00:00",
-                "input": {"messages": [{"role": "system", "content": _PROMPT[:-10] + f"{i:010d}"}]},
+                "input": {"messages": [{"role": "system", "content": prompt}, {"role": "user", "content": message}]},
                 "output": {"content": "done"},
             }
     else:
@@ -839,11 +845,13 @@ def child_agents_spool(args: dict[str, Any]) -> dict[str, Any]:
             t_done = loop.time() - t0
             done.set()
             await task
+            dropped = spool.metrics(gauges=False)["dropped"]
         finally:
             await spool.aclose(timeout=0)
         return {
             "spans": put,
             "drained": ok,
+            "dropped": dropped,
             "rss_start": start_rss,
             "produce_s": t_produced,
             "drain_s_after_produce": t_done - t_produced,
@@ -861,20 +869,27 @@ def child_agents_spool(args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def disk_and_json_bytes_per_span(kind: str, scale: float, path: Path, n: int = 300) -> dict[str, float]:
-    """Bytes on disk per span (a store holding the first `n` spans of the load, checkpointed) and per JSON body."""
-    sample = [encode_item(s, 16 * MiB) for _, s in zip(range(n), load_spans(kind, scale), strict=False)]
-    empty = Store(path, SpoolConfig(max_bytes=64 * 1024**3))
-    empty.close()  # checkpointed, WAL truncated
+def disk_and_json_bytes_per_span(kind: str, scale: float, path: Path, n: int = 2000) -> dict[str, float]:
+    """Bytes on disk per span (a spool holding the first `n` spans of the load, put and committed, then closed:
+    checkpointed) and per JSON body."""
+    sample = [s for _, s in zip(range(n), load_spans(kind, scale), strict=False)]
+    Store(path, SpoolConfig(max_bytes=64 * 1024**3)).close()  # an empty spool, checkpointed, WAL truncated
     before = file_bytes(path)
-    store = Store(path, SpoolConfig(max_bytes=64 * 1024**3))
-    store.append(sample)
-    store.close()
+
+    async def fill() -> None:
+        async with Spool(path, config=SpoolConfig(max_bytes=64 * 1024**3)) as spool:
+            for i, s in enumerate(sample):
+                spool.put(s)
+                if i % 100 == 99:
+                    await spool.commit()  # (all of them at once would pass max_pending_bytes)
+            assert spool.metrics(gauges=False)["dropped"] == 0
+
+    asyncio.run(fill())
     after = file_bytes(path)
     unlink_db(path)
     return {
         "disk_bytes_per_span": (after - before) / len(sample),
-        "json_bytes_per_span": sum(len(e.body) for e in sample) / len(sample),
+        "json_bytes_per_span": sum(len(encode_item(s, 16 * MiB).body) for s in sample) / len(sample),
     }
 
 
@@ -897,7 +912,7 @@ def child_agents_memory(args: dict[str, Any]) -> dict[str, Any]:
 
 def bench_agents(scale: float, tmp: Path, rx: ReceiverProcess) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for kind in ("prompt50k", "chatbot"):
+    for kind in ("prompt50k", "prompt50k-shared", "chatbot"):
         rx.reset()
         rx.control(latency=0.005)
         path = tmp / f"agents-{kind}.db"
@@ -1066,7 +1081,8 @@ def table(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     f"agents {kind}: peak RSS ({s['spans']:,} spans)",
                     _mb(s["rss_peak"]),
                     f"in-memory queue {_mb(q['rss_peak'])}",
-                    f"{v['peak_rss_ratio']:.1f}x less",
+                    f"{1 / v['peak_rss_ratio']:.2f} of it"
+                    + (f" (<= 1/3 {mark(v['peak_rss_ratio'] >= 3)})" if kind == "prompt50k" else ""),
                 )
             )
             rows.append(
@@ -1082,15 +1098,20 @@ def table(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     f"agents {kind}: backlog / drain",
                     f"peak {s['peak_backlog']:,} spans",
                     f"drained {s['drain_s_after_produce']:.1f} s after the last put",
-                    "",
+                    f"{s.get('dropped', 0):,} dropped",
                 )
             )
             rows.append(
                 (
                     f"agents {kind}: disk per span",
-                    f"{s['disk_bytes_per_span'] / 1024:.1f} KB",
+                    f"{s['disk_bytes_per_span'] / 1024:.1f} KB (1 GiB holds {GiB // s['disk_bytes_per_span']:,.0f})",
                     f"JSON {s['json_bytes_per_span'] / 1024:.1f} KB/span; peak file {_mb(s['peak_db_bytes'])}",
-                    "",
+                    f"{s['disk_bytes_per_span'] / s['json_bytes_per_span']:.2f} of it"
+                    + (
+                        f" (<= 1/2 {mark(2 * s['disk_bytes_per_span'] <= s['json_bytes_per_span'])})"
+                        if kind == "prompt50k"
+                        else ""
+                    ),
                 )
             )
     return rows

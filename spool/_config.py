@@ -100,6 +100,9 @@ class SpoolConfig:
     shutdown_timeout: float = field(default_factory=_env("shutdown_timeout", float, 10.0))
     max_inflight: int = field(default_factory=_env("max_inflight", int, 2))
     """Batches on the wire at once per drainer."""
+    max_pending_bytes: int = field(default_factory=_env("max_pending_bytes", int, 64 * _MiB))
+    """Bound on the encoded bytes `put` holds in memory before they are committed: past it `put` drops the newest
+    span (counted as `dropped_memory`), never blocks or raises."""
 
     def __post_init__(self) -> None:
         checks: dict[str, tuple[Any, bool, str]] = {
@@ -123,6 +126,11 @@ class SpoolConfig:
             "synchronous": (self.synchronous, self.synchronous in ("NORMAL", "FULL"), "NORMAL|FULL"),
             "shutdown_timeout": (self.shutdown_timeout, self.shutdown_timeout >= 0, ">= 0"),
             "max_inflight": (self.max_inflight, 1 <= self.max_inflight <= 64, "1..64"),
+            "max_pending_bytes": (
+                self.max_pending_bytes,
+                self.max_pending_bytes >= self.max_item_bytes,
+                f">= max_item_bytes ({self.max_item_bytes})",
+            ),
         }
         for name, (value, ok, expected) in checks.items():
             if not ok:

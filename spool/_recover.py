@@ -17,12 +17,12 @@ from typing import Any
 
 from ._config import SpoolConfig
 from ._errors import SpoolCorruptError, SpoolError
-from ._store import Store, damage_error, readonly_uri
+from ._store import WHOLE_BODY, Store, damage_error, readonly_uri, register_functions
 
 __all__ = ["Salvage", "recover"]
 
-_SPAN_COLS = "trace_id, span_id, is_end, body, enqueued_at, attempts"
-_DEAD_COLS = "trace_id, span_id, name, body, status, detail, attempts, enqueued_at, failed_at"
+_SPAN_COLS = "trace_id, span_id, is_end, {body}, enqueued_at, attempts"
+_DEAD_COLS = "trace_id, span_id, name, {body}, status, detail, attempts, enqueued_at, failed_at"
 _CHUNK = 500
 _TOTALS = ("delivered_total", "dropped_total")
 
@@ -74,12 +74,16 @@ def recover(src: Path, dst: Path) -> Salvage:
             raise SpoolError(f"nothing could be read from {src} ({exc})") from exc
         if "spans" not in tables:
             raise SpoolCorruptError(src)  # empty, or another program's database
+        # Rows come out whole: a blob (schema 3) is put back into each row that references it.
+        body = WHOLE_BODY if "blobs" in tables else "body"
+        span_cols, dead_cols = _SPAN_COLS.format(body=body), _DEAD_COLS.format(body=body)
+        register_functions(db)
         store: Store | None = None
         try:
             store = Store(dst, SpoolConfig.defaults())
             saved: set[int] = set()
             batch: list[tuple[Any, ...]] = []
-            for row in _walk(db, "spans", "seq", _SPAN_COLS, out):
+            for row in _walk(db, "spans", "seq", span_cols, out):
                 saved.add(row[0])
                 batch.append(row[1:])
                 if len(batch) >= _CHUNK:
@@ -87,13 +91,13 @@ def recover(src: Path, dst: Path) -> Salvage:
                     batch = []
             for seq in _indexed(db, out):
                 if seq not in saved:
-                    late = _span_at(db, seq, out)
+                    late = _span_at(db, seq, out, span_cols)
                     if late is None:
                         out.lost += 1
                     else:
                         batch.append(late)
             out.spans += store.restore(batch, ())
-            dead = [row[1:] for row in _walk(db, "dead", "id", _DEAD_COLS, out)]
+            dead = [row[1:] for row in _walk(db, "dead", "id", dead_cols, out)]
             out.dead += store.restore((), dead)
             out.totals = _totals(db, out)
             store.add_totals(out.totals or {})
@@ -167,10 +171,10 @@ def _indexed(db: sqlite3.Connection, out: Salvage) -> Iterator[int]:
         out.uncounted = True
 
 
-def _span_at(db: sqlite3.Connection, seq: int, out: Salvage) -> tuple[Any, ...] | None:
+def _span_at(db: sqlite3.Connection, seq: int, out: Salvage, cols: str) -> tuple[Any, ...] | None:
     """The span row at `seq` (a direct look-up, past any damaged stretch), or None when it cannot be read."""
     try:
-        row: tuple[Any, ...] | None = db.execute(f"SELECT {_SPAN_COLS} FROM spans WHERE seq = ?", (seq,)).fetchone()
+        row: tuple[Any, ...] | None = db.execute(f"SELECT {cols} FROM spans WHERE seq = ?", (seq,)).fetchone()
     except sqlite3.DatabaseError as exc:
         out._met(exc)
         return None

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from ._blobs import MIN_BODY, Blobs, Split
 from ._config import SpoolConfig, default_path
 from ._dbthread import DbThread
 from ._drainer import Drainer
@@ -32,7 +33,7 @@ from ._trim import Trimmer
 
 __all__ = ["DROP_REASONS", "Spool"]
 
-DROP_REASONS = ("overflow", "disk_error")
+DROP_REASONS = ("overflow", "disk_error", "memory")
 """Why a span can be dropped (`Spool.metrics()` has `dropped_<reason>` for each, always present)."""
 
 log = logging.getLogger("spool")
@@ -71,7 +72,12 @@ class Spool:
         self._drainer = Drainer(self._store, self._db, sink, self.config, sleep=sleep) if sink is not None else None
         self._max_item_bytes = self.config.max_item_bytes
         self._lock = threading.Lock()
-        self._pending: list[Encoded] = []
+        self._pending: list[Encoded | Split] = []
+        # Uncommitted bytes: in `_pending` (give or take the one a concurrent put is adding), and in batches taken
+        # from it whose commit has not returned (changed on the loop's thread only).
+        self._pending_bytes = self._committing_bytes = 0
+        self._max_pending_bytes = self.config.max_pending_bytes
+        self._memory_drops = self._memory_drops_saved = 0  # puts dropped at `max_pending_bytes`; recorded in the file
         self._signaled = False
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -85,6 +91,7 @@ class Spool:
         self._drops_logged_at = -60.0  # monotonic time of the last "dropped" log line
         self._drops_unlogged = 0
         self._trim = Trimmer()
+        self._blobs = Blobs()
         watch_fork(self)
 
     # -- the hot path -----------------------------------------------------------------------------------------
@@ -92,6 +99,9 @@ class Spool:
     def put(self, item: Mapping[str, Any]) -> None:
         """Queue one span item. Sync, non-blocking, thread-safe.
 
+        When the bytes queued and not yet committed (waiting, or in a commit not yet done) would pass
+        `max_pending_bytes` (the disk is slower than the producers), the item is dropped and counted
+        (`dropped_memory`), logged at most once a minute.
         Raises `ValueError` / `TypeError` (naming the key) for an invalid item, `SpoolClosedError` after close.
         """
         if self._closed:
@@ -105,9 +115,18 @@ class Spool:
         running = _get_running_loop()
         if running is not None and running is not self._loop and not self._owner_alive():
             self._bind(running)
+        row: Encoded | Split = enc
+        if len(enc.body) >= MIN_BODY:  # a large item: its repeated string (a system prompt) is kept once
+            row = self._blobs.split(enc, item)
+        size = len(row.body)
+        if self._pending_bytes + self._committing_bytes + size > self._max_pending_bytes:
+            self._memory_drops += 1
+            self._note_drops(1, f"max_pending_bytes={self._max_pending_bytes} reached: the disk is behind")
+            return
+        self._pending_bytes += size
         # No lock (it cost ~100 ns a put): `list.append` is atomic, and `_commit_pending` lowers the flag before it
         # takes the list's items, so an item it missed was appended after that, and its put finds the flag down.
-        self._pending.append(enc)
+        self._pending.append(row)
         if not self._signaled:
             self._signaled = True
             self._signal()
@@ -170,8 +189,16 @@ class Spool:
             pending = self._pending
             batch = pending[:]
             del pending[: len(batch)]  # only takers remove items, and only from the front
+            # Counted again, not decremented: a put racing this (its `+=` against this store) is off by one item
+            # until the next commit, never more.
+            self._pending_bytes = sum(len(e.body) for e in pending)
+            taken = sum(len(e.body) for e in batch)
+            self._committing_bytes += taken
         # Submitted before any await: the DB thread runs commits in the order they were taken from the list.
-        await self._db(self._write, batch)
+        try:
+            await self._db(self._write, batch)
+        finally:
+            self._committing_bytes -= taken
         self._since_kick += len(batch)
         del batch  # freed before a trim
         if self._trim.due(idle=not self._pending):
@@ -180,7 +207,7 @@ class Spool:
             self._since_kick = 0
             self._drainer.kick()
 
-    def _write(self, batch: list[Encoded]) -> None:
+    def _write(self, batch: list[Encoded | Split]) -> None:
         """On the DB thread: commit `batch`, in transactions of at most the WAL's checkpoint size. Never raises.
 
         Spans the disk cap refuses or evicts, and the spans of a commit a failing disk (full, I/O error, read-only)
@@ -188,7 +215,8 @@ class Spool:
         recorded by the next commit that succeeds), logged at most once a minute; a disk failure also sets
         `last_error` until a commit succeeds. A lock held by another process is waited out, never a drop.
         """
-        if not batch and not self._dropped_unsaved:
+        memory = self._memory_drops - self._memory_drops_saved
+        if not batch and not self._dropped_unsaved and not memory:
             return
         error: sqlite3.Error | None = None
         lost = 0
@@ -197,7 +225,8 @@ class Spool:
         for chunk in chunks:
             if error is None:
                 try:
-                    refused = self._append(chunk, cost if len(chunks) == 1 else None)
+                    refused = self._append(chunk, cost if len(chunks) == 1 else None, memory)
+                    memory = 0
                 except sqlite3.Error as exc:
                     error = exc
                 else:
@@ -215,12 +244,13 @@ class Spool:
         self._write_error = f"commit failed ({self._dropped_unsaved} spans dropped): {type(error).__name__}: {error}"
         self._note_drops(lost, self._write_error, logging.ERROR)
 
-    def _append(self, rows: Sequence[Encoded], cost: int | None = None) -> int:
-        """`Store.append`, retried while another connection holds the lock; records the unsaved drop count."""
+    def _append(self, rows: Sequence[Encoded | Split], cost: int | None, memory: int) -> int:
+        """`Store.append`, retried while another connection holds the lock; records the unsaved drop counts
+        (`memory`: puts dropped at `max_pending_bytes` since the last record)."""
         delay = 0.01
         while True:
             try:
-                refused = self._store.append(rows, dropped=self._dropped_unsaved, cost=cost)
+                refused = self._store.append(rows, dropped=self._dropped_unsaved, dropped_memory=memory, cost=cost)
             except sqlite3.Error as exc:
                 if not is_busy(exc):
                     raise
@@ -230,11 +260,12 @@ class Spool:
                 delay = min(delay * 2, 1.0)
                 continue
             self._dropped_unsaved = 0
+            self._memory_drops_saved += memory
             return refused
 
     def _file_stats(self) -> SpoolStats:
         """On the DB thread, so the unsaved drop count is read in step with the commits that save it."""
-        return self._store.stats(self._dropped_unsaved)
+        return self._store.stats(self._dropped_unsaved + self._memory_drops - self._memory_drops_saved)
 
     def _note_drops(self, n: int, why: str, level: int = logging.WARNING) -> None:
         """Log dropped spans at most once a minute, with the count since the previous line."""
@@ -256,6 +287,9 @@ class Spool:
             return
         self._lock = threading.Lock()
         self._pending, self._signaled, self._since_kick = [], False, 0
+        self._pending_bytes = self._committing_bytes = 0
+        self._memory_drops = self._memory_drops_saved = 0
+        self._blobs = Blobs()  # (its lock may have been held by a thread of the parent)
         self._loop, self._loop_thread, self._wake, self._writer_task = None, 0, None, None
         self._write_error, self._dropped_unsaved, self._dropped = None, 0, collections.Counter()
         self._db.submit(self._store.reopen)
@@ -323,7 +357,8 @@ class Spool:
         timeouts, 408/429/5xx, connection errors), `rejected` (requests refused as invalid, 400/409/413/422, splits
         of a rejected batch included), `dead_lettered` (spans moved to dead letters), `credentials_refused`
         (401/403), `cooldowns` (batches that ran out of attempts, rows kept), `requests` (successful requests),
-        `dropped` (spans lost: never committed) and `dropped_<reason>` for each of `DROP_REASONS`.
+        `dropped` (spans lost: never committed) and `dropped_<reason>` for each of `DROP_REASONS` (`overflow`: the
+        disk cap; `disk_error`: a commit failed; `memory`: `put` past `max_pending_bytes`).
         Gauges (`gauges=True`): the file's `SpoolStats` numbers under their own names (`pending`, `inflight`,
         `dead`, `oldest_age_s`, `db_bytes`, `delivered_total`, `dropped_total`), every process included.
 
@@ -342,6 +377,7 @@ class Spool:
             "requests": c["requests"],
         }
         dropped = {reason: self._dropped[reason] for reason in sorted({*DROP_REASONS, *self._dropped})}
+        dropped["memory"] += self._memory_drops
         out["dropped"] = sum(dropped.values())
         out.update({f"dropped_{reason}": n for reason, n in dropped.items()})
         if gauges and not self._closed:

@@ -28,15 +28,20 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeAlias, TypeVar
 
+from ._blobs import Split, whole
 from ._config import SpoolConfig
 from ._errors import SpoolCorruptError, SpoolError, SpoolSchemaError
 from ._items import Encoded
 from ._stats import SpoolStats
 
+Row: TypeAlias = Encoded | Split
+"""A row to append: an encoded item, whole or with its large repeated string apart."""
+
 __all__ = [
     "SCHEMA_VERSION",
+    "WHOLE_BODY",
     "Claimed",
     "DeadLetter",
     "Store",
@@ -45,13 +50,14 @@ __all__ = [
     "is_busy",
     "is_damage",
     "readonly_uri",
+    "register_functions",
     "row_cost",
     "split_rows",
     "spool_files",
     "wal_limit",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -67,7 +73,17 @@ def _v1_to_v2(db: sqlite3.Connection) -> None:
     db.execute("DROP INDEX IF EXISTS spans_leased")
 
 
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+def _v2_to_v3(db: sqlite3.Connection) -> None:
+    """Schema 3 stores a large repeated string once (`blobs`, see `spool._blobs`): rows of spans and dead letters
+    may reference one. Rows written before keep their whole bytes (`blob` NULL)."""
+    for table in ("spans", "dead"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN blob INTEGER")
+        db.execute(f"ALTER TABLE {table} ADD COLUMN blob_at INTEGER")
+    for stmt in _BLOBS_DDL:
+        db.execute(stmt)
+
+
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 """`_MIGRATIONS[n]` turns a schema-`n` file into schema `n + 1`; `Store` runs the chain in one transaction."""
 TOP_TRACES_MAX_ROWS = 100_000
 """Above this many pending rows, `Store.stats_detail` skips counting the top traces unless asked (time budget)."""
@@ -96,6 +112,8 @@ CREATE TABLE spans (
     enqueued_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL DEFAULT 0,
+    blob INTEGER,
+    blob_at INTEGER,
     UNIQUE (trace_id, span_id)
 );
 CREATE INDEX spans_cooling ON spans (next_attempt_at) WHERE next_attempt_at > 0;
@@ -110,7 +128,9 @@ CREATE TABLE dead (
     detail TEXT,
     attempts INTEGER NOT NULL,
     enqueued_at REAL NOT NULL,
-    failed_at REAL NOT NULL
+    failed_at REAL NOT NULL,
+    blob INTEGER,
+    blob_at INTEGER
 );
 CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
 CREATE TABLE leases (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,
@@ -119,12 +139,47 @@ CREATE TABLE leases (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, lo INTEGER NOT
     + _ENDED_TABLE
 )
 
+_FORGET_BLOB = """DELETE FROM blobs WHERE key = {key} AND NOT EXISTS (SELECT 1 FROM spans WHERE blob = {key})
+    AND NOT EXISTS (SELECT 1 FROM dead WHERE blob = {key})"""
+_UNUSED = _FORGET_BLOB.format(key="old.blob") + ";"
+_BLOBS_DDL = (
+    "CREATE TABLE blobs (key INTEGER PRIMARY KEY, data BLOB NOT NULL)",
+    "CREATE INDEX spans_blob ON spans (blob) WHERE blob IS NOT NULL",
+    "CREATE INDEX dead_blob ON dead (blob) WHERE blob IS NOT NULL",
+    f"CREATE TRIGGER spans_blob_gone AFTER DELETE ON spans WHEN old.blob IS NOT NULL BEGIN {_UNUSED} END",
+    f"""CREATE TRIGGER spans_blob_moved AFTER UPDATE OF blob ON spans
+        WHEN old.blob IS NOT NULL AND old.blob IS NOT new.blob BEGIN {_UNUSED} END""",
+    f"CREATE TRIGGER dead_blob_gone AFTER DELETE ON dead WHEN old.blob IS NOT NULL BEGIN {_UNUSED} END",
+)
+"""Large repeated strings, stored once (`spool._blobs`): a row with `blob` holds its bytes with `""` at `blob_at`
+where `blobs.data` goes. A blob no row references any more is deleted with the last reference (the triggers), on
+every path: delivery, the cap's evictions, dead letters purged, an end replacing a start."""
+WHOLE_BODY = (
+    "CASE WHEN blob IS NULL THEN body ELSE spool_body(body, blob_at, (SELECT data FROM blobs WHERE key = blob)) END"
+)
+"""A row's whole bytes (of `spans` or `dead`), exactly as `put` encoded them."""
+
+
+def _spool_body(body: bytes, at: int, data: bytes | None) -> bytes:
+    if data is None:
+        raise ValueError("a span references a blob that is not in the file")
+    return whole(body, at, data)
+
+
+def register_functions(db: sqlite3.Connection) -> None:
+    """The SQL functions a spool's statements use (`span_key`, and `spool_body` of `WHOLE_BODY`)."""
+    db.create_function("span_key", 2, span_key, deterministic=True)
+    db.create_function("spool_body", 3, _spool_body, deterministic=True)
+
+
 _ATTEMPTED_INDEX = "CREATE INDEX IF NOT EXISTS spans_attempted ON spans (attempts) WHERE attempts > 0"
 
 _ON_CONFLICT = """
 ON CONFLICT (trace_id, span_id) DO UPDATE
-    SET body = excluded.body, is_end = excluded.is_end, version = version + 1
-    WHERE (excluded.is_end OR NOT spans.is_end) AND spans.body != excluded.body
+    SET body = excluded.body, is_end = excluded.is_end, version = version + 1, blob = excluded.blob,
+        blob_at = excluded.blob_at
+    WHERE (excluded.is_end OR NOT spans.is_end)
+        AND (spans.body != excluded.body OR spans.blob IS NOT excluded.blob OR spans.blob_at IS NOT excluded.blob_at)
 """
 # (identical bytes are not an update: a repeated put or re-import does not bump `version`, so a batch in flight
 # with those bytes is still deleted once delivered instead of being sent again)
@@ -132,6 +187,13 @@ _INSERT = "INSERT INTO spans (trace_id, span_id, is_end, body, enqueued_at) SELE
 _NOT_ENDED = """ AS v WHERE column3 OR NOT EXISTS
     (SELECT 1 FROM ended_keys WHERE key = span_key(v.column1, v.column2))"""
 """A start whose end was delivered (see `ended`) is not stored: sent after its end, it would undo it."""
+_UPSERT_SPLIT = (
+    "INSERT INTO spans (trace_id, span_id, is_end, body, blob, blob_at, enqueued_at)"
+    " SELECT column1, column2, column3, column4, column5, column6, ?7 FROM (VALUES (?1, ?2, ?3, ?4, ?5, ?6))"
+    + _NOT_ENDED
+    + _ON_CONFLICT
+)
+"""`_UPSERT` of a `Split` row: its bytes with the blob cut out, the blob's key and place."""
 _UPSERT = _INSERT + "?5 FROM (VALUES (?1, ?2, ?3, ?4))" + _NOT_ENDED + _ON_CONFLICT
 _BLOCK = 64
 _UPSERT_BLOCK = (
@@ -170,7 +232,7 @@ def wal_limit(max_bytes: int) -> int:
     return max(64 * _KiB, min(16 * _MiB, max_bytes // 16))
 
 
-def row_cost(row: Encoded) -> int:
+def row_cost(row: Row) -> int:
     """A generous estimate of the disk bytes one row takes (body, ids in the row and in the unique index, page
     slack); measured ~1.46 KB for a 1,073-byte body, estimated 1.54 KB. Only used for the cap's arithmetic."""
     return len(row.body) + (len(row.body) >> 3) + 4 * (len(row.trace_id) + len(row.span_id)) + 96
@@ -179,7 +241,7 @@ def row_cost(row: Encoded) -> int:
 _trace_of, _span_of, _body_of = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(3)
 
 
-def rows_cost(rows: Sequence[Encoded]) -> int:
+def rows_cost(rows: Sequence[Row]) -> int:
     """`sum(row_cost(r) for r in rows)`, up to 7/8 byte a row above (the eighth is taken of the bodies' sum), with
     no Python step per row: it runs on every commit."""
     body = sum(map(len, map(_body_of, rows)))
@@ -187,12 +249,12 @@ def rows_cost(rows: Sequence[Encoded]) -> int:
     return body + (body >> 3) + 4 * ids + 96 * len(rows)
 
 
-def split_rows(rows: Sequence[Encoded], max_bytes: int, cost: int | None = None) -> list[Sequence[Encoded]]:
+def split_rows(rows: Sequence[Row], max_bytes: int, cost: int | None = None) -> list[Sequence[Row]]:
     """`rows` cut into runs of at most `max_bytes` estimated (`row_cost`) bytes each (at least one row per run),
     so that one commit never grows the WAL far beyond its checkpoint size. `cost`: `rows_cost(rows)`, if known."""
     if (rows_cost(rows) if cost is None else cost) <= max_bytes:
         return [rows] if rows else []
-    out: list[Sequence[Encoded]] = []
+    out: list[Sequence[Row]] = []
     start, size = 0, 0
     for i, r in enumerate(rows):
         c = row_cost(r)
@@ -423,7 +485,7 @@ class Store:
     def _connect(self, *, immutable: bool = False) -> sqlite3.Connection:
         target = readonly_uri(self.path, immutable=immutable) if self.readonly else str(self.path)
         db = sqlite3.connect(target, uri=self.readonly, isolation_level=None, check_same_thread=False, timeout=30.0)
-        db.create_function("span_key", 2, span_key, deterministic=True)
+        register_functions(db)
         return db
 
     def reopen(self) -> None:
@@ -460,6 +522,8 @@ class Store:
                     for stmt in _SCHEMA.split(";"):
                         if stmt.strip():
                             db.execute(stmt)
+                    for stmt in _BLOBS_DDL:
+                        db.execute(stmt)
                     db.execute(f"PRAGMA application_id = {_APP_ID}")
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._check_header()
@@ -595,7 +659,13 @@ class Store:
 
     @_heals
     def append(
-        self, rows: Sequence[Encoded], now: float | None = None, *, dropped: int = 0, cost: int | None = None
+        self,
+        rows: Sequence[Row],
+        now: float | None = None,
+        *,
+        dropped: int = 0,
+        dropped_memory: int = 0,
+        cost: int | None = None,
     ) -> int:
         """Commit `rows` in one transaction. An end replaces a pending start; a start never replaces an end.
 
@@ -603,31 +673,60 @@ class Store:
         call): over it, `drop_newest` refuses rows for spans not stored yet and `drop_oldest` first deletes the
         oldest pending rows not in flight, then the oldest rows of `rows`. An update of a stored span is always
         taken. Returns how many spans the cap refused or evicted; they and `dropped` (drops not yet recorded) are
-        added to `dropped_total` in the same transaction. Raises `sqlite3.Error` (nothing written) on a failing disk.
+        added to `dropped_total` in the same transaction (`dropped_memory`, spans `put` dropped at
+        `max_pending_bytes`, to `dropped_memory` too). Raises `sqlite3.Error` (nothing written) on a failing disk.
         `cost`: `rows_cost(rows)`, when the caller has it already.
         """
         t = time.time() if now is None else now
-        with self._tx() as db:
+        with self._tx():
             room = self._room()
             lost = 0
             if (rows_cost(rows) if cost is None else cost) > room:
                 rows, lost = self._make_room(rows, [row_cost(r) for r in rows], room, t)
-            full = len(rows) - len(rows) % _BLOCK
-            for i in range(0, full, _BLOCK):
-                db.execute(_UPSERT_BLOCK, [t, *itertools.chain.from_iterable(rows[i : i + _BLOCK])])
-            if full < len(rows):
-                db.executemany(_UPSERT, map(_add, rows[full:], itertools.repeat((t,))))  # (*row, t): plain tuples
-            self._bump("dropped_total", dropped + lost)
+            if Split in map(type, rows):
+                self._append_split(rows, t)
+            else:
+                self._upsert(rows, t)  # type: ignore[arg-type]  # (no Split among them)
+            self._bump("dropped_total", dropped + dropped_memory + lost)
+            self._bump("dropped_memory", dropped_memory)
         return lost
 
-    def outcomes(self, rows: Sequence[Encoded]) -> collections.Counter[str]:
+    def _upsert(self, rows: Sequence[Encoded], t: float) -> None:
+        db = self._db
+        full = len(rows) - len(rows) % _BLOCK
+        for i in range(0, full, _BLOCK):
+            db.execute(_UPSERT_BLOCK, [t, *itertools.chain.from_iterable(rows[i : i + _BLOCK])])
+        if full < len(rows):
+            db.executemany(_UPSERT, map(_add, rows[full:], itertools.repeat((t,))))  # (*row, t): plain tuples
+
+    def _append_split(self, rows: Sequence[Row], t: float) -> None:
+        """`_upsert` of rows some of which are `Split`: their blobs first (each once; a key whose row holds other
+        bytes, a hash collision, makes its rows whole), then the rows in their order."""
+        db = self._db
+        blobs = {r.key: r.data for r in rows if type(r) is Split}
+        clash = set()
+        for key, data in blobs.items():
+            same = db.execute("SELECT data = ? FROM blobs WHERE key = ?", (data, key)).fetchone()
+            if same is None:
+                db.execute("INSERT INTO blobs (key, data) VALUES (?, ?)", (key, data))
+            elif not same[0]:
+                clash.add(key)
+        for split, run in itertools.groupby(rows, lambda r: type(r) is Split and r.key not in clash):
+            if split:
+                db.executemany(_UPSERT_SPLIT, [(*r[:6], t) for r in run])
+            else:
+                self._upsert([_whole_row(r) for r in run], t)
+        # A blob only a start refused by `ended` would have used: gone again.
+        db.executemany(_FORGET_BLOB.format(key="?1"), [(k,) for k in blobs])
+
+    def outcomes(self, rows: Sequence[Row]) -> collections.Counter[str]:
         """What `append(rows)` would do with each row, by the coalescing rule (`_ON_CONFLICT`), read now: counts of
         "new" (no row for the span), "updated" (the row's bytes would be replaced) and "unchanged" (the same bytes,
         or a start meeting a stored or a delivered end). Rows of one span within `rows` meet each other as they would
         in the file."""
         seen: dict[tuple[str, str], tuple[bytes, bool]] = {}
         out: collections.Counter[str] = collections.Counter()
-        find = "SELECT body, is_end FROM spans WHERE trace_id = ? AND span_id = ?"
+        find = f"SELECT {WHOLE_BODY}, is_end FROM spans WHERE trace_id = ? AND span_id = ?"
         ended = "SELECT 1 FROM ended_keys WHERE key = span_key(?, ?)"
         for r in rows:
             key = (r.trace_id, r.span_id)
@@ -641,12 +740,12 @@ class Store:
             stored = seen.get(key)
             if stored is None:
                 out["new"] += 1
-            elif stored[0] != r.body and (r.is_end or not stored[1]):
+            elif stored[0] != _bytes_of(r) and (r.is_end or not stored[1]):
                 out["updated"] += 1
             else:
                 out["unchanged"] += 1
                 continue
-            seen[key] = (r.body, bool(r.is_end))
+            seen[key] = (_bytes_of(r), bool(r.is_end))
         return out
 
     def restore(self, spans: Iterable[Sequence[Any]], dead: Iterable[Sequence[Any]]) -> int:
@@ -693,18 +792,16 @@ class Store:
             self.full = f"the filesystem is full ({fs_free} bytes free, kept for the spool's WAL and delivery)"
         return min(cap_room, fs_room)
 
-    def _make_room(
-        self, rows: Sequence[Encoded], costs: list[int], room: int, now: float
-    ) -> tuple[Sequence[Encoded], int]:
+    def _make_room(self, rows: Sequence[Row], costs: list[int], room: int, now: float) -> tuple[Sequence[Row], int]:
         """The cap's policy, inside `append`'s transaction: the rows to write and how many spans were dropped."""
         db = self._db
 
-        def stored(r: Encoded) -> bool:
+        def stored(r: Row) -> bool:
             found = db.execute("SELECT 1 FROM spans WHERE trace_id = ? AND span_id = ?", (r.trace_id, r.span_id))
             return found.fetchone() is not None
 
         if self.config.overflow == "drop_newest":
-            keep: list[Encoded] = []
+            keep: list[Row] = []
             taken: set[tuple[str, str]] = set()
             for r, c in zip(rows, costs, strict=True):
                 key = (r.trace_id, r.span_id)
@@ -814,7 +911,7 @@ class Store:
         live = self._live(now)
         lease = random.getrandbits(62) + 1  # never reused: a holder whose lease expired cannot renew another's
         cooled = "" if force else " AND next_attempt_at <= :now"
-        sql = f"""SELECT seq, version, attempts, body, :lease FROM spans
+        sql = f"""SELECT seq, version, attempts, {WHOLE_BODY}, :lease FROM spans
                   WHERE seq > :after AND seq < :before{cooled} ORDER BY seq LIMIT :n"""
         after = -_MAX_SEQ - 1
         for lo, hi in [*live, (_MAX_SEQ, _MAX_SEQ)]:
@@ -870,17 +967,14 @@ class Store:
 
     def _complete(self, sent: Sequence[Claimed]) -> int:
         db, now = self._db, time.time()
-        start = db.total_changes
         keys = [(c.seq, c.version) for c in sent]
-        db.executemany(
+        self._ended_new += db.executemany(
             """INSERT INTO ended_keys (key, at)
                SELECT span_key(trace_id, span_id), ?3 FROM spans WHERE seq = ?1 AND version = ?2 AND is_end""",
             [(*k, now) for k in keys],
-        )
-        before = db.total_changes
-        self._ended_new += before - start
-        db.executemany("DELETE FROM spans WHERE seq = ? AND version = ?", keys)
-        deleted = db.total_changes - before
+        ).rowcount
+        # (`rowcount`, not `total_changes`: a blob deleted with its last reference, by a trigger, is not a span)
+        deleted = db.executemany("DELETE FROM spans WHERE seq = ? AND version = ?", keys).rowcount
         if self._ended_new > self.ended_keep // 16 or now > self._ended_forgot_at + 60:
             self._forget_ends(now)
         self._bump("delivered_total", deleted)
@@ -922,8 +1016,10 @@ class Store:
         version is tried once the lease ends)."""
         with self._tx() as db:
             moved = db.execute(
-                """INSERT INTO dead (trace_id, span_id, name, body, status, detail, attempts, enqueued_at, failed_at)
-                   SELECT trace_id, span_id, json_extract(body, '$.name'), body, ?, ?, attempts + 1, enqueued_at, ?
+                """INSERT INTO dead (trace_id, span_id, name, body, status, detail, attempts, enqueued_at, failed_at,
+                                     blob, blob_at)
+                   SELECT trace_id, span_id, json_extract(body, '$.name'), body, ?, ?, attempts + 1, enqueued_at, ?,
+                          blob, blob_at
                    FROM spans WHERE seq = ? AND version = ?""",
                 (status, detail, time.time(), row.seq, row.version),
             ).rowcount
@@ -961,9 +1057,9 @@ class Store:
 
     @_heals
     def stats(self, extra_dropped: int = 0) -> SpoolStats:
-        db = self._db
         now = time.time()
         pending, inflight, oldest = self.counts()
+        db = self._db  # (after `counts`, which may have healed onto a fresh file)
         with _read(db):
             dead = db.execute("SELECT count(*) FROM dead").fetchone()[0]
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
@@ -988,6 +1084,7 @@ class Store:
         most pending rows; counting them scans the whole `(trace_id, span_id)` index (~150-400 ms per 1M rows), so
         it is None when `pending` exceeds `top_max_rows` (None: no limit). `last_error_at`: epoch seconds or None.
         `moved_aside`: what happened the last time a corrupt file at this path was moved aside, or None.
+        `dropped_memory`: of `dropped_total`, the spans `put` dropped at `max_pending_bytes` (the disk was behind).
         """
         db = self._db
         with _read(db):
@@ -1005,12 +1102,14 @@ class Store:
                 ).fetchall()
             at = db.execute("SELECT value FROM meta WHERE key = 'last_error_at'").fetchone()
             moved = db.execute("SELECT value FROM meta WHERE key = 'moved_aside'").fetchone()
+            memory = db.execute("SELECT value FROM meta WHERE key = 'dropped_memory'").fetchone()
         buckets = {k: int(tried.get(k, 0)) for k in ("1", "2-3", "4+")}
         return {
             "attempts_buckets": {"0": max(0, pending - sum(buckets.values())), **buckets},
             "top_traces": None if traces is None else [{"trace_id": t, "pending": int(n)} for t, n in traces],
             "last_error_at": None if at is None else float(at[0]),
             "moved_aside": None if moved is None else str(moved[0]),
+            "dropped_memory": 0 if memory is None else int(memory[0]),
         }
 
     def iter_bodies(self, dead: bool = False, trace_id: str | None = None, chunk: int = 1000) -> Iterator[bytes]:
@@ -1019,7 +1118,7 @@ class Store:
         and no read transaction is held between chunks: rows delivered or added meanwhile may or may not appear."""
         table, key = ("dead", "id") if dead else ("spans", "seq")
         where = "" if trace_id is None else " AND trace_id = ?"
-        sql = f"SELECT {key}, body FROM {table} WHERE {key} > ?{where} ORDER BY {key} LIMIT ?"
+        sql = f"SELECT {key}, {WHOLE_BODY} FROM {table} WHERE {key} > ?{where} ORDER BY {key} LIMIT ?"
         extra: tuple[str, ...] = () if trace_id is None else (trace_id,)
         last = -(2**63)
         while True:
@@ -1067,11 +1166,13 @@ class Store:
                         (SELECT 1 FROM ended_keys WHERE key = span_key(dead.trace_id, dead.span_id))"""
             removed = int(db.execute(f"DELETE FROM dead WHERE {stale}", args).rowcount)
             db.execute(
-                f"""INSERT INTO spans (trace_id, span_id, is_end, body, enqueued_at)
-                    SELECT trace_id, span_id, json_extract(body, '$.end_timestamp') IS NOT NULL, body, enqueued_at
+                f"""INSERT INTO spans (trace_id, span_id, is_end, body, enqueued_at, blob, blob_at)
+                    SELECT trace_id, span_id, json_extract(body, '$.end_timestamp') IS NOT NULL, body, enqueued_at,
+                           blob, blob_at
                     FROM dead WHERE {where} ORDER BY id
                     ON CONFLICT (trace_id, span_id) DO UPDATE
-                        SET body = excluded.body, is_end = excluded.is_end, version = version + 1
+                        SET body = excluded.body, is_end = excluded.is_end, version = version + 1,
+                            blob = excluded.blob, blob_at = excluded.blob_at
                         WHERE excluded.is_end AND NOT spans.is_end""",
                 args,
             )
@@ -1084,6 +1185,14 @@ class Store:
             where, args = f"({where}) AND failed_at < ?", [*args, time.time() - older_than]
         with self._tx() as db:
             return int(db.execute(f"DELETE FROM dead WHERE {where}", args).rowcount)
+
+
+def _whole_row(r: Row) -> Encoded:
+    return Encoded(r.trace_id, r.span_id, r.is_end, whole(r.body, r.at, r.data)) if isinstance(r, Split) else r
+
+
+def _bytes_of(r: Row) -> bytes:
+    return whole(r.body, r.at, r.data) if isinstance(r, Split) else r.body
 
 
 def _covered(live: Sequence[tuple[int, int]], seq: int) -> bool:

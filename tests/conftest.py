@@ -128,3 +128,41 @@ def in_fork(work: Callable[[], dict[str, Any]], *, unprivileged: bool = False) -
     result: dict[str, Any] = json.loads(b"".join(chunks))
     assert "error" not in result, result["error"]
     return result["ok"]  # type: ignore[no-any-return]
+
+
+# The files of earlier span-spools, as their schemas made them (for the migration tests).
+_DEAD_AND_META = """
+CREATE TABLE dead (id INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, span_id TEXT NOT NULL, name TEXT,
+    body BLOB NOT NULL, status INTEGER, detail TEXT, attempts INTEGER NOT NULL, enqueued_at REAL NOT NULL,
+    failed_at REAL NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
+PRAGMA application_id = 1397772108;
+"""
+SCHEMA_1 = (
+    """
+CREATE TABLE spans (seq INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, span_id TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1, is_end INTEGER NOT NULL, body BLOB NOT NULL, enqueued_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, lease_owner TEXT, lease_until REAL NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0, UNIQUE (trace_id, span_id));
+CREATE INDEX spans_leased ON spans (lease_until) WHERE lease_until > 0;
+CREATE INDEX spans_cooling ON spans (next_attempt_at) WHERE next_attempt_at > 0;
+CREATE INDEX spans_attempted ON spans (attempts) WHERE attempts > 0;
+"""
+    + _DEAD_AND_META
+    + "PRAGMA user_version = 1;"
+)
+SCHEMA_2 = (
+    """
+CREATE TABLE spans (seq INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, span_id TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1, is_end INTEGER NOT NULL, body BLOB NOT NULL, enqueued_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL DEFAULT 0, UNIQUE (trace_id, span_id));
+CREATE INDEX spans_cooling ON spans (next_attempt_at) WHERE next_attempt_at > 0;
+CREATE INDEX spans_attempted ON spans (attempts) WHERE attempts > 0;
+CREATE TABLE leases (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,
+    until REAL NOT NULL);
+CREATE TABLE ended_keys (id INTEGER PRIMARY KEY, key INTEGER NOT NULL, at REAL NOT NULL);
+CREATE INDEX ended_keys_key ON ended_keys (key);
+"""
+    + _DEAD_AND_META
+    + "PRAGMA user_version = 2;"
+)

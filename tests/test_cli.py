@@ -41,6 +41,7 @@ DETAIL_KEYS = {
     "top_traces",
     "last_error_at",
     "moved_aside",
+    "dropped_memory",
 }  # with --detail, after the SpoolStats keys
 DEAD_KEYS = {"id", "trace_id", "span_id", "name", "status", "detail", "attempts", "failed_at"}
 MAIN = "import sys; from spool.cli import main; sys.argv[0] = 'spool'; main()"

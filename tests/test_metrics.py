@@ -112,7 +112,7 @@ def test_metrics_keys_without_a_sink_and_after_close(spool_path: Path) -> None:
         return live, sp.metrics(), sp
 
     live, closed, _ = asyncio.run(go())
-    counters = COUNTERS | {"dropped", "dropped_overflow", "dropped_disk_error"}
+    counters = COUNTERS | {"dropped", "dropped_overflow", "dropped_disk_error", "dropped_memory"}
     assert set(live) == counters | GAUGES
     assert live["pending"] == 1 and all(live[k] == 0 for k in counters)
     assert set(closed) == counters  # no file to read any more: counters only, no exception
@@ -174,7 +174,11 @@ def test_instrument_registers_callbacks_that_report_the_metrics(
         assert meter.made[f"spool.{key}"][0] == "gauge"
         assert after[f"spool.{key}"] == [Observation(m[key], attrs)]
     assert after["spool.delivered"][0].value == 5 and after["spool.retried"][0].value == 1
-    assert {o.attributes["reason"]: o.value for o in after["spool.dropped"]} == {"disk_error": 0, "overflow": 0}
+    assert {o.attributes["reason"]: o.value for o in after["spool.dropped"]} == {
+        "disk_error": 0,
+        "memory": 0,
+        "overflow": 0,
+    }
 
 
 def test_instrument_on_the_global_meter_and_import_spool_stays_free_of_opentelemetry(spool_path: Path) -> None:

@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import FAST, RecordingSleep, span
+from conftest import FAST, SCHEMA_1, RecordingSleep, span
 
 from spool import SGPSink, Spool, SpoolConfig, SpoolError, SpoolSchemaError, SpoolStats
 from spool import _store as store_mod
@@ -510,28 +510,11 @@ def test_a_failing_migration_changes_nothing(spool_path: Path, monkeypatch: pyte
         assert "note" not in columns and db.execute("SELECT count(*) FROM spans").fetchone()[0] == 5
 
 
-_SCHEMA_1 = """
-CREATE TABLE spans (seq INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, span_id TEXT NOT NULL,
-    version INTEGER NOT NULL DEFAULT 1, is_end INTEGER NOT NULL, body BLOB NOT NULL, enqueued_at REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0, lease_owner TEXT, lease_until REAL NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL DEFAULT 0, UNIQUE (trace_id, span_id));
-CREATE INDEX spans_leased ON spans (lease_until) WHERE lease_until > 0;
-CREATE INDEX spans_cooling ON spans (next_attempt_at) WHERE next_attempt_at > 0;
-CREATE INDEX spans_attempted ON spans (attempts) WHERE attempts > 0;
-CREATE TABLE dead (id INTEGER PRIMARY KEY, trace_id TEXT NOT NULL, span_id TEXT NOT NULL, name TEXT,
-    body BLOB NOT NULL, status INTEGER, detail TEXT, attempts INTEGER NOT NULL, enqueued_at REAL NOT NULL,
-    failed_at REAL NOT NULL);
-CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
-PRAGMA application_id = 1397772108;
-PRAGMA user_version = 1;
-"""
-
-
 def test_schema_1_file_is_upgraded_and_its_rows_delivered(spool_path: Path) -> None:
     """A file written by span-spool's schema 1 (leases in each row) opens as schema 2 (leases in their own table):
     nothing lost, rows a dead schema-1 drainer had leased are delivered too."""
     with sqlite3.connect(spool_path) as db:
-        db.executescript("PRAGMA journal_mode = WAL;" + _SCHEMA_1)
+        db.executescript("PRAGMA journal_mode = WAL;" + SCHEMA_1)
         rows = [encode_item(span(i), 1 << 20) for i in range(6)]
         db.executemany(
             "INSERT INTO spans (trace_id, span_id, is_end, body, enqueued_at, lease_owner, lease_until)"
@@ -551,9 +534,9 @@ def test_schema_1_file_is_upgraded_and_its_rows_delivered(spool_path: Path) -> N
 
     asyncio.run(main())
     with sqlite3.connect(spool_path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3  # through 2, to today's
         names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
-        assert "leases" in names and "spans_leased" not in names
+        assert {"leases", "blobs", "spans_blob_gone"} <= names and "spans_leased" not in names
         assert db.execute("SELECT value FROM meta WHERE key = 'delivered_total'").fetchone()[0] == 6
     db.close()
 

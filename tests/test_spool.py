@@ -308,3 +308,41 @@ def test_puts_racing_the_writer_from_threads_are_all_committed_without_a_commit_
     want = [("pacer", f"span-{i}") for i in range(bursts * burst)]
     want += [(f"thread{t}", f"span-{i}") for t in range(steady) for i in range(per_steady)]
     assert sorted(rows) == sorted(want)
+
+
+def test_puts_past_max_pending_bytes_are_dropped_and_counted_not_held(
+    spool_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Puts wait in memory while no commit can run (here: no event loop yet, as when the disk is behind). Past
+    `max_pending_bytes` the newest are dropped, never raised or blocked on, counted in `metrics()`, logged once, and
+    recorded in the file (`dropped_total`, `dropped_memory`) by the next commit; what was held is all committed."""
+    from spool import SpoolConfig
+
+    config = SpoolConfig(max_item_bytes=64 * 1024, max_pending_bytes=1024 * 1024)
+    sp = Spool(spool_path, config=config)
+    bodies = [span(i, input={"prompt": f"{i} " + "p" * 50_000}) for i in range(100)]  # distinct: none stored once
+    for item in bodies:
+        sp.put(item)  # no loop: nothing is committed
+    held = sum(len(e.body) for e in sp._pending)
+    assert 0 < held <= config.max_pending_bytes
+    kept = len(sp._pending)
+    assert 10 <= kept < 100
+    m = sp.metrics(gauges=False)
+    assert m["dropped_memory"] == m["dropped"] == 100 - kept
+    lines = [r.message for r in caplog.records if "max_pending_bytes=1048576 reached" in r.message]
+    assert len(lines) == 1  # the first drop; the next line would come a minute later, with the count since
+
+    async def main() -> None:
+        await sp.commit()  # binds a loop: what was held is committed, and the drops recorded
+        sp.put(span(1000))  # room again
+        await sp.commit()
+        st = await sp.stats()
+        assert (st.pending, st.dropped_total) == (kept + 1, 100 - kept)
+        await sp.aclose()
+
+    asyncio.run(main())
+    store = Store(spool_path)
+    try:
+        assert store.stats_detail(kept + 1)["dropped_memory"] == 100 - kept
+    finally:
+        store.close()

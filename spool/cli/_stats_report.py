@@ -36,7 +36,7 @@ def collect_stats(store: Store, *, detail: bool = True, all_traces: bool = False
     """The `SpoolStats` fields of `store` (exactly those keys: the `--json` contract), and with `detail` the keys
     of `Store.stats_detail` after them: `attempts_buckets`, `top_traces` (None above `TOP_TRACES_MAX_ROWS` pending
     rows unless `all_traces`: counting them scans an index, which would break the 300 ms budget on a 1M-row
-    spool), `last_error_at` (epoch seconds or None), `moved_aside`."""
+    spool), `last_error_at` (epoch seconds or None), `moved_aside`, `dropped_memory`."""
     data = store.stats().to_dict()
     if not detail:
         return data
@@ -83,6 +83,7 @@ ROWS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("db_bytes", "size on disk", human_bytes),
     ("delivered_total", "delivered (total)", _count),
     ("dropped_total", "dropped (total)", _count),
+    ("dropped_memory", "dropped (memory)", _count),
     ("last_error", "last error", _text),
     ("last_error_at", "last error at", _when),
     ("moved_aside", "moved aside", _text),
@@ -91,8 +92,9 @@ ROWS: list[tuple[str, str, Callable[[Any], str]]] = [
 
 
 def _shown(data: dict[str, Any], key: str) -> bool:
-    """A table row for `key`: when the data has it (`moved_aside` only once something was moved aside)."""
-    return key in data and (key != "moved_aside" or data[key] is not None)
+    """A table row for `key`: when the data has it (`moved_aside` only once something was moved aside,
+    `dropped_memory` only once there was such a drop)."""
+    return key in data and (key not in ("moved_aside", "dropped_memory") or bool(data[key]))
 
 
 def render_stats(data: dict[str, Any]) -> RenderableType:

@@ -17,7 +17,7 @@ import orjson
 
 from ._items import Encoded
 
-__all__ = ["MIN_BODY", "MIN_STRING", "Blobs", "Split", "blob_key", "whole"]
+__all__ = ["MIN_BODY", "MIN_STRING", "Blobs", "Split", "key64", "whole"]
 
 MIN_BODY = 16 * 1024
 """Items whose bytes are shorter are never looked into (the put hot path pays one length check)."""
@@ -45,9 +45,10 @@ def whole(body: bytes, at: int, data: bytes) -> bytes:
     return b"".join((body[:at], data, body[at + 2 :]))
 
 
-def blob_key(data: bytes) -> int:
-    """64 bits of BLAKE2b of `data`, the key of its row in `blobs` (stable across processes; a collision is detected
-    by comparing the bytes, and the item is then stored whole)."""
+def key64(data: bytes) -> int:
+    """64 bits of BLAKE2b of `data` as a signed SQLite integer, stable across processes: the key of a blob's row in
+    `blobs` (a collision is detected by comparing the bytes, and the item is then stored whole) and of a span in the
+    record of delivered ends (`spool._store.span_key`)."""
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
 
 
@@ -93,7 +94,7 @@ class Blobs:
             known = self._seen.pop(s)
             if known is None:  # the second time: worth a key
                 data = orjson.dumps(s)
-                known = (blob_key(data), data)
+                known = (key64(data), data)
                 self._bytes += len(data)
             self._seen[s] = known  # (moved to the newest end)
             if best is None or len(known[1]) > len(best[1]):

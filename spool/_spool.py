@@ -28,7 +28,7 @@ from ._items import Encoded, encode_checked, encode_fast
 from ._retry import Sleep
 from ._sink import Sink
 from ._stats import SpoolStats
-from ._store import Store, is_busy, rows_cost, split_rows
+from ._store import Store, body_bytes, is_busy, rows_cost, split_rows
 from ._trim import Trimmer
 
 __all__ = ["DROP_REASONS", "Spool"]
@@ -191,8 +191,8 @@ class Spool:
             del pending[: len(batch)]  # only takers remove items, and only from the front
             # Counted again, not decremented: a put racing this (its `+=` against this store) is off by one item
             # until the next commit, never more.
-            self._pending_bytes = sum(len(e.body) for e in pending)
-            taken = sum(len(e.body) for e in batch)
+            self._pending_bytes = body_bytes(pending)
+            taken = body_bytes(batch)
             self._committing_bytes += taken
         # Submitted before any await: the DB thread runs commits in the order they were taken from the list.
         try:

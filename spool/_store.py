@@ -18,7 +18,6 @@ import bisect
 import collections
 import contextlib
 import functools
-import hashlib
 import itertools
 import operator
 import os
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, ParamSpec, TypeAlias, TypeVar
 
-from ._blobs import Split, whole
+from ._blobs import Split, key64, whole
 from ._config import SpoolConfig
 from ._errors import SpoolCorruptError, SpoolError, SpoolSchemaError
 from ._items import Encoded
@@ -45,6 +44,7 @@ __all__ = [
     "Claimed",
     "DeadLetter",
     "Store",
+    "body_bytes",
     "damage_error",
     "has_sqlite_header",
     "is_busy",
@@ -174,10 +174,12 @@ def register_functions(db: sqlite3.Connection) -> None:
 
 _ATTEMPTED_INDEX = "CREATE INDEX IF NOT EXISTS spans_attempted ON spans (attempts) WHERE attempts > 0"
 
-_ON_CONFLICT = """
+_REPLACE_ROW = """SET body = excluded.body, is_end = excluded.is_end, version = version + 1, blob = excluded.blob,
+        blob_at = excluded.blob_at"""
+"""What an upsert that wins writes: the new bytes (and blob reference), one version up."""
+_ON_CONFLICT = f"""
 ON CONFLICT (trace_id, span_id) DO UPDATE
-    SET body = excluded.body, is_end = excluded.is_end, version = version + 1, blob = excluded.blob,
-        blob_at = excluded.blob_at
+    {_REPLACE_ROW}
     WHERE (excluded.is_end OR NOT spans.is_end)
         AND (spans.body != excluded.body OR spans.blob IS NOT excluded.blob OR spans.blob_at IS NOT excluded.blob_at)
 """
@@ -241,10 +243,15 @@ def row_cost(row: Row) -> int:
 _trace_of, _span_of, _body_of = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(3)
 
 
+def body_bytes(rows: Sequence[Row]) -> int:
+    """The bytes of the bodies of `rows`, with no Python step per row."""
+    return sum(map(len, map(_body_of, rows)))
+
+
 def rows_cost(rows: Sequence[Row]) -> int:
     """`sum(row_cost(r) for r in rows)`, up to 7/8 byte a row above (the eighth is taken of the bodies' sum), with
     no Python step per row: it runs on every commit."""
-    body = sum(map(len, map(_body_of, rows)))
+    body = body_bytes(rows)
     ids = sum(map(len, map(_trace_of, rows))) + sum(map(len, map(_span_of, rows)))
     return body + (body >> 3) + 4 * ids + 96 * len(rows)
 
@@ -321,8 +328,7 @@ def _within(rows: list[Any], max_bytes: int) -> list[Any]:
 def span_key(trace_id: str, span_id: str) -> int:
     """A span's key in the record of delivered ends: 64 bits of BLAKE2b of its ids (stable across processes). Two
     spans share a key with probability ~3e-10 among 100,000 remembered; such a start would be taken as ended."""
-    digest = hashlib.blake2b(f"{trace_id}\0{span_id}".encode(errors="surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "little", signed=True)
+    return key64(f"{trace_id}\0{span_id}".encode(errors="surrogatepass"))
 
 
 def _fs_free(path: Path) -> int:
@@ -738,14 +744,15 @@ class Store:
                     out["unchanged"] += 1  # its end was delivered: the start is not stored
                     continue
             stored = seen.get(key)
+            body = _bytes_of(r)
             if stored is None:
                 out["new"] += 1
-            elif stored[0] != _bytes_of(r) and (r.is_end or not stored[1]):
+            elif stored[0] != body and (r.is_end or not stored[1]):
                 out["updated"] += 1
             else:
                 out["unchanged"] += 1
                 continue
-            seen[key] = (_bytes_of(r), bool(r.is_end))
+            seen[key] = (body, bool(r.is_end))
         return out
 
     def restore(self, spans: Iterable[Sequence[Any]], dead: Iterable[Sequence[Any]]) -> int:
@@ -1170,9 +1177,7 @@ class Store:
                     SELECT trace_id, span_id, json_extract(body, '$.end_timestamp') IS NOT NULL, body, enqueued_at,
                            blob, blob_at
                     FROM dead WHERE {where} ORDER BY id
-                    ON CONFLICT (trace_id, span_id) DO UPDATE
-                        SET body = excluded.body, is_end = excluded.is_end, version = version + 1,
-                            blob = excluded.blob, blob_at = excluded.blob_at
+                    ON CONFLICT (trace_id, span_id) DO UPDATE {_REPLACE_ROW}
                         WHERE excluded.is_end AND NOT spans.is_end""",
                 args,
             )
@@ -1188,7 +1193,7 @@ class Store:
 
 
 def _whole_row(r: Row) -> Encoded:
-    return Encoded(r.trace_id, r.span_id, r.is_end, whole(r.body, r.at, r.data)) if isinstance(r, Split) else r
+    return Encoded(r.trace_id, r.span_id, r.is_end, _bytes_of(r)) if isinstance(r, Split) else r
 
 
 def _bytes_of(r: Row) -> bytes:

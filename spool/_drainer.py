@@ -582,7 +582,6 @@ class Drainer:
             until = time.time() + cfg.lease_seconds
             lease.lost = not await self._db(self._store.renew, lease.id, cfg.lease_seconds)
             lease.until = until
-            self.counters["lease_renewals"] += 1
         return () if lease.lost else rows
 
     async def _post(self, rows: Sequence[Claimed]) -> None:
@@ -606,7 +605,6 @@ class Drainer:
             text = f"credentials refused: {exc} (draining paused, spans kept)"
         elif isinstance(exc, EndpointError):
             text = f"{exc}; check SGP_CLIENT_BASE_URL (draining paused, spans kept)"
-        self.counters["failed_requests"] += 1
         if isinstance(exc, CredentialsError):
             self.counters["credentials_refused"] += 1
         if isinstance(exc, TransientError):

@@ -2,8 +2,9 @@
 
 Used by the test-suite, ``spool demo``, benchmarks (``python -m spool._receiver``) and the
 ``spool receiver`` command. It serves HTTP/1.1 with keep-alive from an asyncio loop in one
-daemon thread, applies the real API's validation and upsert rules (see DESIGN.md, "Scale GP
-span API facts"), records what it took, and has fault switches for tests.
+daemon thread, applies the real API's validation and upsert rules (whole-batch 422/400/409/413
+rejections, upsert by ``(trace_id, id)`` keeping a completed span over an in-progress one),
+records what it took, and has fault switches for tests.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from ._errors import SpoolClosedError
 from ._fork import watch_fork
 from ._heal import open_store_healing
 from ._items import Encoded, encode_checked, encode_fast
+from ._reader import Reader
 from ._retry import Sleep
 from ._sink import Sink
 from ._stats import SpoolStats
@@ -92,6 +93,8 @@ class Spool:
         self._drops_unlogged = 0
         self._trim = Trimmer()
         self._blobs = Blobs()
+        self._reader = Reader(self.path)
+        self._saving = 0  # bumped before and after each append (see `_read_stats`)
         watch_fork(self)
 
     # -- the hot path -----------------------------------------------------------------------------------------
@@ -249,6 +252,7 @@ class Spool:
         (`memory`: puts dropped at `max_pending_bytes` since the last record)."""
         delay = 0.01
         while True:
+            self._saving += 1  # odd while the drop counts may be in the file and in memory at once (see `stats`)
             try:
                 refused = self._store.append(rows, dropped=self._dropped_unsaved, dropped_memory=memory, cost=cost)
             except sqlite3.Error as exc:
@@ -259,13 +263,19 @@ class Spool:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            self._dropped_unsaved = 0
-            self._memory_drops_saved += memory
-            return refused
+            else:
+                self._dropped_unsaved = 0
+                self._memory_drops_saved += memory
+                return refused
+            finally:
+                self._saving += 1
+
+    def _unsaved_drops(self) -> int:
+        return self._dropped_unsaved + self._memory_drops - self._memory_drops_saved
 
     def _file_stats(self) -> SpoolStats:
         """On the DB thread, so the unsaved drop count is read in step with the commits that save it."""
-        return self._store.stats(self._dropped_unsaved + self._memory_drops - self._memory_drops_saved)
+        return self._store.stats(self._unsaved_drops())
 
     def _note_drops(self, n: int, why: str, level: int = logging.WARNING) -> None:
         """Log dropped spans at most once a minute, with the count since the previous line."""
@@ -290,6 +300,7 @@ class Spool:
         self._pending_bytes = self._committing_bytes = 0
         self._memory_drops = self._memory_drops_saved = 0
         self._blobs = Blobs()  # (its lock may have been held by a thread of the parent)
+        self._reader, self._saving = Reader(self.path), 0
         self._loop, self._loop_thread, self._wake, self._writer_task = None, 0, None, None
         self._write_error, self._dropped_unsaved, self._dropped = None, 0, collections.Counter()
         self._db.submit(self._store.reopen)
@@ -340,15 +351,35 @@ class Spool:
             return -1
 
     async def stats(self) -> SpoolStats:
-        """A snapshot of the file (totals persist across restarts), including other processes' rows."""
+        """A snapshot of the file (totals persist across restarts), including other processes' rows.
+
+        Read on a connection of its own (`Reader`): it never waits behind a commit, nor a commit behind it. When that
+        read fails (a damaged file), the store's own connection reads, and heals the file as a commit would."""
         self._bound()
-        st: SpoolStats = await self._db(self._file_stats)
+        try:
+            st = await self._read_stats()
+        except sqlite3.Error:
+            st = await self._db(self._file_stats)
         error = self._write_error or (self._drainer.store_error if self._drainer is not None else None)
         if error is not None:
             from dataclasses import replace
 
             st = replace(st, last_error=error)
         return st
+
+    async def _read_stats(self) -> SpoolStats:
+        """`Reader.stats`, its `dropped_total` read again with the drops not recorded yet, in step with the commit
+        that records them: retried while a commit that may record them ran meanwhile (a seqlock on `_saving`)."""
+        from dataclasses import replace
+
+        st = await self._reader.stats()
+        for _ in range(10):  # (one quick statement: a commit rarely runs meanwhile)
+            before = self._saving
+            dropped = await self._reader.dropped_total()
+            unsaved = self._unsaved_drops()
+            if before % 2 == 0 and self._saving == before:
+                break
+        return replace(st, dropped_total=dropped + unsaved)
 
     def metrics(self, *, gauges: bool = True) -> dict[str, int | float | None]:
         """A flat, plain dict for any metrics system (see also `spool.otel.instrument`).
@@ -411,6 +442,7 @@ class Spool:
             if self._sink is not None:
                 await self._sink.aclose()
         finally:
+            await self._reader.aclose()
             with contextlib.suppress(sqlite3.Error):  # a failing disk: what was not written is counted already
                 await self._db(self._store.close)
             self._db.close()

@@ -40,6 +40,7 @@ Row: TypeAlias = Encoded | Split
 
 __all__ = [
     "SCHEMA_VERSION",
+    "STATS_SQL",
     "WHOLE_BODY",
     "Claimed",
     "DeadLetter",
@@ -54,6 +55,7 @@ __all__ = [
     "row_cost",
     "split_rows",
     "spool_files",
+    "stats_of",
     "wal_limit",
 ]
 
@@ -158,6 +160,32 @@ WHOLE_BODY = (
     "CASE WHEN blob IS NULL THEN body ELSE spool_body(body, blob_at, (SELECT data FROM blobs WHERE key = blob)) END"
 )
 """A row's whole bytes (of `spans` or `dead`), exactly as `put` encoded them."""
+
+
+STATS_SQL = """SELECT (SELECT count(*) FROM spans),
+    (SELECT count(*) FROM leases AS l JOIN spans AS s ON s.seq BETWEEN l.lo AND l.hi WHERE l.until > ?1),
+    (SELECT enqueued_at FROM spans ORDER BY seq LIMIT 1),
+    (SELECT count(*) FROM dead),
+    (SELECT value FROM meta WHERE key = 'delivered_total'),
+    (SELECT value FROM meta WHERE key = 'dropped_total'),
+    (SELECT value FROM meta WHERE key = 'last_error')"""
+"""`SpoolStats`' numbers from the file, in one statement (one snapshot; ?1 is now). Live leases never overlap (a
+claim takes only rows no live lease covers), so the in-flight count is a sum over them."""
+
+
+def stats_of(row: Sequence[Any], now: float, db_bytes: int, extra_dropped: int = 0) -> SpoolStats:
+    """`SpoolStats` from a row of `STATS_SQL` read at `now`."""
+    pending, inflight, oldest, dead, delivered, dropped, last_error = row
+    return SpoolStats(
+        pending=pending,
+        inflight=inflight,
+        dead=dead,
+        oldest_age_s=None if oldest is None else max(0.0, now - oldest),
+        db_bytes=db_bytes,
+        delivered_total=int(delivered or 0),
+        dropped_total=int(dropped or 0) + extra_dropped,
+        last_error=last_error,
+    )
 
 
 def _spool_body(body: bytes, at: int, data: bytes | None) -> bytes:
@@ -1051,35 +1079,15 @@ class Store:
 
     @_heals
     def counts(self) -> tuple[int, int, float | None]:
-        """(pending, inflight, oldest enqueue time) in one read transaction."""
-        db, now = self._db, time.time()
-        with _read(db):
-            pending = db.execute("SELECT count(*) FROM spans").fetchone()[0]
-            inflight = sum(
-                db.execute("SELECT count(*) FROM spans WHERE seq BETWEEN ? AND ?", r).fetchone()[0]
-                for r in self._live(now)
-            )
-            oldest = db.execute("SELECT enqueued_at FROM spans ORDER BY seq LIMIT 1").fetchone()
-        return pending, inflight, None if oldest is None else oldest[0]
+        """(pending, inflight, oldest enqueue time), read in one statement."""
+        pending, inflight, oldest = self._db.execute(STATS_SQL, (time.time(),)).fetchone()[:3]
+        return pending, inflight, oldest
 
     @_heals
     def stats(self, extra_dropped: int = 0) -> SpoolStats:
+        """What `spool stats` shows, read in one statement (`STATS_SQL`); `extra_dropped`: drops not yet recorded."""
         now = time.time()
-        pending, inflight, oldest = self.counts()
-        db = self._db  # (after `counts`, which may have healed onto a fresh file)
-        with _read(db):
-            dead = db.execute("SELECT count(*) FROM dead").fetchone()[0]
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        return SpoolStats(
-            pending=pending,
-            inflight=inflight,
-            dead=dead,
-            oldest_age_s=None if oldest is None else max(0.0, now - oldest),
-            db_bytes=self.db_bytes(),
-            delivered_total=int(meta.get("delivered_total", 0)),
-            dropped_total=int(meta.get("dropped_total", 0)) + extra_dropped,
-            last_error=meta.get("last_error"),
-        )
+        return stats_of(self._db.execute(STATS_SQL, (now,)).fetchone(), now, self.db_bytes(), extra_dropped)
 
     def stats_detail(
         self, pending: int, top: int = 5, top_max_rows: int | None = TOP_TRACES_MAX_ROWS

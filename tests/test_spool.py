@@ -346,3 +346,34 @@ def test_puts_past_max_pending_bytes_are_dropped_and_counted_not_held(
         assert store.stats_detail(kept + 1)["dropped_memory"] == 100 - kept
     finally:
         store.close()
+
+
+def test_stats_are_read_beside_the_store_thread_not_behind_it(spool_path: Path) -> None:
+    """`stats()` reads on a connection of its own: it answers while the store's thread is busy (here: held on an
+    event, as by a long commit), and raises `SpoolClosedError` once the spool is closed."""
+    import threading
+
+    async def main() -> None:
+        sp = Spool(spool_path)
+        sp.put(span(1))
+        await sp.commit()
+        entered, gate = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            entered.set()
+            gate.wait(60)
+
+        held = sp._db.submit(hold)
+        assert await asyncio.to_thread(entered.wait, 30)
+        try:
+            st = await asyncio.wait_for(sp.stats(), 30)  # would wait out `hold` on the store's thread
+            assert (st.pending, st.dropped_total) == (1, 0)
+            assert not held.done()
+        finally:
+            gate.set()
+        await asyncio.wrap_future(held)
+        await sp.aclose()
+        with pytest.raises(SpoolClosedError):
+            await sp.stats()
+
+    asyncio.run(main())

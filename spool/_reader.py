@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -24,54 +26,88 @@ from ._store import STATS_SQL, readonly_uri, spool_files, stats_of
 
 __all__ = ["Reader"]
 
+_FORK_WAIT = 5.0
+
 
 class Reader:
     """A lazily opened read-only aiosqlite connection to the spool at `path`, re-opened when the file at `path` was
-    replaced (healed onto a fresh file) or after a fork. Raises `sqlite3.Error` when the file cannot be read,
+    replaced (healed onto a fresh file) or after a fork. Usable from any event loop, several at once (aiosqlite
+    answers each call on the loop that made it). Raises `sqlite3.Error` when the file cannot be read,
     `SpoolClosedError` once closed."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
         self._ino = 0
-        self._pid = os.getpid()
         self._closed = False
+        # Fork safety (see `spool._fork`): a fork waits for the reads in progress, so the child never inherits
+        # SQLite half-way through one (its locks held by a thread that is gone), and no read starts meanwhile.
+        self._calls = threading.Condition()
+        self._active = 0
+        self._forking = False
 
     async def stats(self, extra_dropped: int = 0) -> SpoolStats:
-        db = await self._connection()
         now = time.time()
-        async with db.execute(STATS_SQL, (now,)) as cur:
-            row = await cur.fetchone()
+        row = await self._one(STATS_SQL, (now,))
         assert row is not None  # (one row, always)
         return stats_of(row, now, sum(_size(f) for f in spool_files(self.path)), extra_dropped)
 
     async def dropped_total(self) -> int:
         """The file's `dropped_total` alone (one index step)."""
-        db = await self._connection()
-        async with db.execute("SELECT value FROM meta WHERE key = 'dropped_total'") as cur:
-            row = await cur.fetchone()
+        row = await self._one("SELECT value FROM meta WHERE key = 'dropped_total'")
         return 0 if row is None else int(row[0])
+
+    async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        """The first row of `sql`, counted as a read in progress for `_before_fork`."""
+        with self._calls:
+            while self._forking:
+                self._calls.wait(_FORK_WAIT)
+            self._active += 1
+        try:
+            db = await self._connection()
+            async with db.execute(sql, args) as cur:
+                return await cur.fetchone()
+        finally:
+            with self._calls:
+                self._active -= 1
+                self._calls.notify_all()
+
+    def _before_fork(self) -> None:
+        """Wait (at most `_FORK_WAIT` s: a fork from the loop thread cannot let a read finish) for reads in
+        progress."""
+        with self._calls:
+            self._forking = True
+            self._calls.wait_for(lambda: self._active == 0, _FORK_WAIT)
+
+    def _after_fork(self, child: bool) -> None:
+        if child:  # the connection's thread stayed in the parent: forget it, the next read opens another
+            self._calls, self._active, self._db = threading.Condition(), 0, None
+        with self._calls:
+            self._forking = False
+            self._calls.notify_all()
 
     async def _connection(self) -> aiosqlite.Connection:
         if self._closed:
             raise SpoolClosedError(f"spool {self.path} is closed")
         ino = os.stat(self.path).st_ino
-        if self._db is not None and (ino != self._ino or os.getpid() != self._pid):
+        if self._db is not None and ino != self._ino:
             await self.aclose(final=False)
         if self._db is None:
             conn = aiosqlite.connect(readonly_uri(self.path), uri=True, timeout=30.0)
             # aiosqlite's thread is not a daemon: a spool never closed would keep the interpreter from exiting.
             conn._thread.daemon = True
-            self._db = await conn
-            self._ino, self._pid = ino, os.getpid()
+            opened = await conn
+            if self._db is not None:  # another loop (`Spool.metrics` from a thread) opened one meanwhile
+                await opened.close()
+            else:
+                self._db, self._ino = opened, ino
         return self._db
 
     async def aclose(self, *, final: bool = True) -> None:
-        """Close the connection (a fork child only forgets it: its thread stayed in the parent); `final`: for good
-        (`stats` then raises `SpoolClosedError`). Idempotent."""
+        """Close the connection; `final`: for good (`stats` then raises `SpoolClosedError`). Idempotent."""
         self._closed |= final
         db, self._db = self._db, None
-        if db is not None and os.getpid() == self._pid:
+        if db is not None:
             # (closed already, or its thread is gone)
             with contextlib.suppress(sqlite3.Error, ValueError, TimeoutError, RuntimeError):
                 await asyncio.wait_for(db.close(), 5.0)

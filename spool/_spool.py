@@ -288,11 +288,12 @@ class Spool:
     # -- fork -------------------------------------------------------------------------------------------------
 
     def _before_fork(self) -> None:
-        pass  # the database thread pauses itself
+        self._reader._before_fork()  # (the database thread pauses itself)
 
     def _after_fork(self, child: bool) -> None:
         """In a fork child: a connection of its own (opened first on the new database thread), no loop until one
         binds, and an empty queue: what the parent had put but not committed is the parent's to commit."""
+        self._reader._after_fork(child)
         if not child or self._closed:
             return
         self._lock = threading.Lock()
@@ -300,7 +301,7 @@ class Spool:
         self._pending_bytes = self._committing_bytes = 0
         self._memory_drops = self._memory_drops_saved = 0
         self._blobs = Blobs()  # (its lock may have been held by a thread of the parent)
-        self._reader, self._saving = Reader(self.path), 0
+        self._saving = 0
         self._loop, self._loop_thread, self._wake, self._writer_task = None, 0, None, None
         self._write_error, self._dropped_unsaved, self._dropped = None, 0, collections.Counter()
         self._db.submit(self._store.reopen)
@@ -394,7 +395,8 @@ class Spool:
         `dead`, `oldest_age_s`, `db_bytes`, `delivered_total`, `dropped_total`), every process included.
 
         Reading the gauges blocks the calling thread for one read of the file (milliseconds; tens on a 1M-row
-        backlog): call it from a metrics thread, or use `await stats()` on the event loop. After close, or with
+        backlog), on a connection of its own when called outside an event loop: call it from a metrics thread, or
+        use `await stats()` on the event loop. After close, or with
         `gauges=False`, only the counters. Never raises.
         """
         c = self._drainer.counters if self._drainer is not None else collections.Counter[str]()
@@ -413,7 +415,10 @@ class Spool:
         out.update({f"dropped_{reason}": n for reason, n in dropped.items()})
         if gauges and not self._closed:
             try:
-                st = self._db.submit(self._file_stats).result()
+                if _get_running_loop() is None:  # a metrics thread: read beside the store's thread, as `stats` does
+                    st = asyncio.run(self._read_stats())
+                else:  # (called on a loop, which must not be blocked on another)
+                    st = self._db.submit(self._file_stats).result()
             except Exception:  # closed meanwhile, or the file is unreadable: counters only
                 return out
             out.update({k: v for k, v in st.to_dict().items() if k != "last_error"})

@@ -91,7 +91,7 @@ async def run(n: int, tmp: Path, every: int) -> dict[str, object]:
 
         peak_reset = _reset_peak()
         rx = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "spool._receiver", "--port", str(port), "--keys-only", stdout=subprocess.PIPE
+            sys.executable, "-m", "spool", "receiver", "--port", str(port), "--keys-only", stdout=subprocess.PIPE
         )
         try:
             assert rx.stdout is not None

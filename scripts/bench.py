@@ -185,11 +185,11 @@ class NullSink:
 
 
 class ReceiverProcess:
-    """`python -m spool._receiver --keys-only` in its own process, so its CPU never counts as the client's."""
+    """`spool receiver --keys-only` in its own process, so its CPU never counts as the client's."""
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "spool._receiver", "--port", "0", "--keys-only"],
+            [sys.executable, "-m", "spool", "receiver", "--port", "0", "--keys-only"],
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -235,7 +235,9 @@ async def lag_run(seconds: float, rate: int, on_start: Any, on_end: Any) -> list
 
 
 def start_receiver() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "spool._receiver", "--keys-only"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spool", "receiver", "--keys-only"], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     if not line.startswith("listening on "):

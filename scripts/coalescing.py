@@ -35,7 +35,7 @@ from typing import Any
 
 from spool import SGPSink, Spool, SpoolConfig
 from spool._items import new_span_id
-from spool._receiver import Receiver
+from spool.testing import Receiver
 
 
 def _now() -> str:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from spool import SGPSink, Spool, SpoolConfig
-from spool._receiver import Receiver
+from spool.testing import Receiver
 
 CONFIG = SpoolConfig(
     batch_size=50,

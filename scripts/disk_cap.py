@@ -19,8 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from spool import SGPSink, Spool, SpoolConfig
-from spool._receiver import Receiver
 from spool._store import spool_files
+from spool.testing import Receiver
 
 T0, BODY = "2026-12-03T10:00:00+00:00", {"name": "step", "input": "x" * 900}
 

@@ -37,7 +37,8 @@ from typing import Any, ParamSpec, TypeVar
 from ._config import SpoolConfig
 from ._dbthread import DbThread, Workers
 from ._errors import CredentialsError, DeliveryError, EndpointError, RejectedError, TransientError
-from ._retry import Sleep, cooldown, retrying
+from ._policy import RoundPolicy
+from ._retry import Sleep, retrying
 from ._sink import BlockingSink, Sink
 from ._store import Claimed, Store
 
@@ -105,17 +106,24 @@ def _request_bytes(rows: Sequence[Claimed]) -> int:
 class Drainer:
     """Delivers one store's rows through one sink. Bound to one event loop at a time (`bind`)."""
 
-    def __init__(self, store: Store, db: DbThread, sink: Sink, config: SpoolConfig, *, sleep: Sleep = asyncio.sleep):
+    def __init__(
+        self,
+        store: Store,
+        db: DbThread,
+        sink: Sink,
+        config: SpoolConfig,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        policy: RoundPolicy | None = None,
+    ):
         self._store, self._db, self._sink, self._config, self._sleep = store, db, sink, config, sleep
+        self.policy = policy or RoundPolicy(config)
+        """When rounds run and how big a batch goes out (I/O-free; its clock and jitter can be given)."""
         self.owner = _new_owner()
         self.counters: collections.Counter[str] = collections.Counter()
         self.blocked: DeliveryError | None = None
         """The last round's failure when it was one of `_PAUSING` (a refused key, no span API at the URL); cleared
         by the next round that goes through. `Spool.flush(strict=True)` gives up on it at once."""
-        self._failed_rounds = 0
-        self._paused_until = 0.0  # monotonic
-        self._not_before = 0.0  # monotonic: the server's last Retry-After, honoured even by a forced drain
-        self._too_large: int | None = None  # smallest request (bytes) refused with 413: bigger batches are pre-split
         self._wake: asyncio.Event | None = None
         self._slots: asyncio.Semaphore | None = None  # batches on the wire, shared by every caller of drain()
         # Workers waiting for a slot, by batch size: the steady path hands its slot over after a batch to a worker
@@ -179,12 +187,8 @@ class Drainer:
             except Exception:  # a bug must not stop delivery for good
                 log.exception("spool drainer: unexpected error; will try again")
             drain_now = True
-            wait = self._config.flush_interval
-            paused = self._paused_until - time.monotonic()
-            if paused > 0:
-                wait = paused
             try:
-                async with asyncio.timeout(wait):
+                async with asyncio.timeout(self.policy.idle_wait()):
                     await wake.wait()
             except TimeoutError:
                 pass
@@ -192,24 +196,18 @@ class Drainer:
 
     # -- draining ---------------------------------------------------------------------------------------------
 
-    @property
-    def paused(self) -> bool:
-        return time.monotonic() < self._paused_until
-
     async def drain(self, *, force: bool, batch_size: int | None = None) -> None:
         """Deliver until nothing is claimable or a round fails. `force` ignores pauses and cool-downs (ours), but
         not the server's: it first waits out a `Retry-After` still running."""
         if force:
-            self._paused_until = 0.0
-            wait = self._not_before - time.monotonic()
+            wait = self.policy.force()
             if wait > 0:
                 await self._sleep(wait)
-                self._not_before = 0.0
-        elif self.paused:
+        elif self.policy.paused():
             return
         n = batch_size or self._config.batch_size
         self._store_fault = None
-        go = not self._failed_rounds or force or await self._guarded(partial(self._probe, n), False)
+        go = not self.policy.probe_first(force) or await self._guarded(partial(self._probe, n), False)
         if go:
             async with asyncio.TaskGroup() as tg:  # unlike gather, waits for cancelled workers to give rows back
                 for _ in range(self._config.max_inflight):
@@ -264,7 +262,7 @@ class Drainer:
         await self._prepare()
         nxt = _Next(batch_size, force)  # the batch claimed with the previous one's completion, if any
         try:
-            while force or not self.paused:
+            while force or not self.policy.paused():
                 self._waiting[batch_size] = self._waiting.get(batch_size, 0) + 1
                 try:
                     await self._slots.acquire()
@@ -375,7 +373,7 @@ class Drainer:
                 return rows, lease, TransientError(f"sink raised {type(exc).__name__}: {exc}"), requests, False
             requests += 1
             until = time.time() + cfg.lease_seconds  # taken before the claim: never later
-            size = nxt.size if not stop.is_set() and (nxt.force or not self.paused) else 0
+            size = nxt.size if not stop.is_set() and (nxt.force or not self.policy.paused()) else 0
             done = self._db.submit(
                 self._counted(self._store.complete_and_claim),
                 self.owner,
@@ -424,8 +422,7 @@ class Drainer:
     def _round_went_through(self) -> None:
         """A round succeeded: the next failure pauses from the start again, and is logged again."""
         self.blocked = None
-        if self._failed_rounds:
-            self._failed_rounds = 0
+        if self.policy.went_through():
             self._logged.clear()
 
     def _lease_short(self, lease: _Lease) -> bool:
@@ -436,7 +433,7 @@ class Drainer:
 
     def _too_big(self, rows: Sequence[Claimed]) -> bool:
         """A batch of several at least as big as one already refused with 413: split it before sending."""
-        return len(rows) > 1 and self._too_large is not None and _request_bytes(rows) >= self._too_large
+        return self.policy.too_big(len(rows), _request_bytes(rows))
 
     def _counted(self, complete: Callable[P, R]) -> Callable[P, R]:
         """`complete` (a `Store` completion returning the rows deleted, alone or first in a tuple), counting them in
@@ -460,7 +457,7 @@ class Drainer:
             self._counted(self._store.complete_and_claim),
             self.owner,
             sent,
-            nxt.size if nxt.force or not self.paused else 0,
+            nxt.size if nxt.force or not self.policy.paused() else 0,
             cfg.lease_seconds,
             force=nxt.force,
         )
@@ -473,14 +470,10 @@ class Drainer:
         nxt.until = until
 
     def _pause(self, retry_after: float | None) -> float:
-        """Pause draining after a failed round: doubling from `backoff_max` up to `cooldown_max` with each round
-        that fails in a row (batches failing side by side count once), never shorter than a `Retry-After`."""
-        now = time.monotonic()
-        if now >= self._paused_until:
-            self._failed_rounds += 1
-        pause = cooldown(self._failed_rounds, self._config, retry_after)
-        self._paused_until = max(self._paused_until, now + pause)
-        self.kick()  # the background loop may be waiting `flush_interval`: let it wait for the pause instead
+        """Pause draining after a failed round (`RoundPolicy.failed`), and wake the background loop so it waits for
+        the pause rather than `flush_interval`."""
+        pause = self.policy.failed(retry_after)
+        self.kick()
         return pause
 
     async def _deliver(
@@ -513,8 +506,7 @@ class Drainer:
             return True
         self.counters["rejected_requests"] += 1
         if rejected.status == 413:
-            size = _request_bytes(sent)
-            self._too_large = size if self._too_large is None else min(self._too_large, size)
+            self.policy.refused_size(_request_bytes(sent))
         if len(sent) == 1:
             if await self._db(self._store.to_dead, sent[0], rejected.status, rejected.detail):
                 self.counters["dead"] += 1
@@ -609,9 +601,8 @@ class Drainer:
             self.counters["credentials_refused"] += 1
         if isinstance(exc, TransientError):
             self.counters["retried"] += 1  # retried with backoff, or after a cooldown once attempts run out
-            if exc.retry_after:  # honoured up to `cooldown_max`, never beyond (see `cooldown`)
-                wait = min(exc.retry_after, self._config.cooldown_max)
-                self._not_before = max(self._not_before, time.monotonic() + wait)
+            if exc.retry_after:
+                self.policy.retry_after(exc.retry_after)
             # Count the attempt and keep the lease through the backoff sleep and the next request.
             cfg = self._config
             await self._db(

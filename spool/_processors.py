@@ -54,8 +54,8 @@ class ExitHook:
 
     Registered with ``threading._register_atexit`` (what ``concurrent.futures`` uses), not
     ``atexit``: those hooks run *before* ``concurrent.futures`` stops every thread pool,
-    while ``atexit`` handlers run after it, when a spool (whose store thread is a pool) can
-    no longer commit. Later registrations run first. Falls back to ``atexit``.
+    while ``atexit`` handlers run after it, when every pool refuses new work (``asyncio``'s default executor among
+    them) and a shutdown that needs one could not finish. Later registrations run first. Falls back to ``atexit``.
     """
 
     def __init__(self, fn: Callable[[], object]) -> None:

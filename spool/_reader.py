@@ -65,8 +65,10 @@ class Reader:
             self._active += 1
         try:
             db = await self._connection()
-            async with db.execute(sql, args) as cur:
-                return await cur.fetchone()
+            # One hop: the statement runs to its end and is reset in aiosqlite's thread, so the read transaction
+            # never stays open between two hops of a busy loop (an open read stops a checkpoint: the WAL would grow).
+            rows = await db.execute_fetchall(sql, args)
+            return next(iter(rows), None)
         finally:
             with self._calls:
                 self._active -= 1

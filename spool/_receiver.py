@@ -1,7 +1,7 @@
 """A local Scale GP-compatible span receiver: ``PUT /v5/spans/batch`` on 127.0.0.1.
 
-Used by the test-suite, ``spool demo``, benchmarks (``python -m spool._receiver``) and the
-``spool receiver`` command. It serves HTTP/1.1 with keep-alive from an asyncio loop in one
+Public as `spool.testing.Receiver`; used by the test-suite, ``spool demo``, the benchmarks and the
+``spool receiver`` command (its one command line). It serves HTTP/1.1 with keep-alive from an asyncio loop in one
 daemon thread, applies the real API's validation and upsert rules (whole-batch 422/400/409/413
 rejections, upsert by ``(trace_id, id)`` keeping a completed span over an in-progress one),
 records what it took, and has fault switches for tests.
@@ -9,13 +9,10 @@ records what it took, and has fault switches for tests.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import os
-import signal
-import sys
 import threading
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -26,7 +23,7 @@ from typing import IO, Any, TypeGuard
 
 import orjson
 
-__all__ = ["MAX_BATCH_ITEMS", "MAX_ID_CHARS", "Receiver", "serve_forever"]
+__all__ = ["MAX_BATCH_ITEMS", "MAX_ID_CHARS", "Receiver"]
 
 MAX_BATCH_ITEMS = 1000
 """More items than this in one request is a 422."""
@@ -813,50 +810,3 @@ def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str,
     if isinstance(context.get("exception"), ConnectionError | asyncio.CancelledError):
         return
     loop.default_exception_handler(context)
-
-
-def serve_forever(
-    host: str = "127.0.0.1",
-    port: int = 0,
-    out: str | os.PathLike[str] | None = None,
-    api_key: str | None = None,
-    *,
-    keep_items: bool = True,
-) -> None:
-    """Serve until Ctrl-C or SIGTERM, then stop cleanly.
-
-    Prints ``listening on http://HOST:PORT`` (flushed) to stdout once bound.
-    """
-    done = threading.Event()
-    previous: Any = None
-    in_main = threading.current_thread() is threading.main_thread()
-    if in_main:
-        previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
-    try:
-        with Receiver(host, port, out=out, api_key=api_key, keep_items=keep_items) as receiver:
-            print(f"listening on {receiver.url}", flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                done.wait()
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m spool._receiver [--host H] [--port N] [--out FILE.jsonl] [--api-key K]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m spool._receiver",
-        description="Local Scale GP-compatible span receiver (PUT /v5/spans/batch).",
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--out", default=None, help="append accepted items to this JSONL file")
-    parser.add_argument("--api-key", default=None, help="require this x-api-key")
-    parser.add_argument("--keys-only", action="store_true", help="store only span keys (for millions of spans)")
-    args = parser.parse_args(argv)
-    serve_forever(args.host, args.port, args.out, args.api_key, keep_items=not args.keys_only)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -62,9 +62,13 @@ def retrying(config: SpoolConfig, sleep: Sleep = asyncio.sleep) -> AsyncRetrying
     )
 
 
-def cooldown(failed_rounds: int, config: SpoolConfig, retry_after: float | None = None) -> float:
+def cooldown(
+    failed_rounds: int, config: SpoolConfig, retry_after: float | None = None, *, jitter: float | None = None
+) -> float:
     """Seconds to wait after `failed_rounds` consecutive rounds ran out of attempts (or met bad credentials):
-    doubling from `backoff_max`, capped at `cooldown_max`, jittered by up to 10%, never below `retry_after` (itself
-    honoured up to `cooldown_max`, never beyond: one bad header must not silence tracing for a day)."""
+    doubling from `backoff_max`, capped at `cooldown_max`, jittered by up to 10% (`jitter` in [0, 1): 0 takes 10%
+    off; by default a random draw), never below `retry_after` (itself honoured up to `cooldown_max`, never beyond:
+    one bad header must not silence tracing for a day)."""
     base = min(config.cooldown_max, config.backoff_max * 2.0 ** min(max(0, failed_rounds - 1), 64))
-    return max(base * random.uniform(0.9, 1.0), min(retry_after or 0.0, config.cooldown_max))
+    draw = random.random() if jitter is None else jitter
+    return max(base * (0.9 + 0.1 * draw), min(retry_after or 0.0, config.cooldown_max))

@@ -46,8 +46,9 @@ class Spool:
     Durability: `put` returns once the item is validated and queued in memory; the group-commit writer writes
     everything queued within `commit_interval` in one transaction, and `await commit()` returns once every earlier
     `put` is on disk. Rows leave the file only when the sink has taken them (or as dead letters, or as counted
-    overflow drops). The spool follows the running event loop: its tasks and HTTP client are re-created on a new
-    loop, and puts made under a loop that died are committed on the next one. Use it from one loop at a time.
+    overflow drops). The spool follows the running event loop: its writer and drainer tasks are re-created on a new
+    loop (the sink is not bound to a loop), and puts made under a loop that died are committed on the next one. Use
+    it from one loop at a time.
 
     A file that is not a usable spool, at open or when a query later finds it damaged, is moved aside
     (`<name>.corrupt-<time>`, kept for `spool recover`) and the spool goes on with a fresh file, reporting it in
@@ -225,9 +226,11 @@ class Spool:
         lost = 0
         cost = rows_cost(batch)  # once: the split, the cap check and the trimmer share it
         chunks = split_rows(batch, self._store.chunk_bytes, cost) or [batch]
-        for chunk in chunks:
+        for n, chunk in enumerate(chunks):
             if error is None:
                 try:
+                    if n:  # a big commit: each chunk starts the WAL over (see `Store.checkpoint`), never grows it
+                        self._store.checkpoint()
                     refused = self._append(chunk, cost if len(chunks) == 1 else None, memory)
                     memory = 0
                 except sqlite3.Error as exc:

@@ -875,6 +875,13 @@ class Store:
                 keep.append(r)
         return keep, lost
 
+    def checkpoint(self) -> None:
+        """Copy the WAL back into the file as far as no reader holds it (PASSIVE: never waits; nothing to do is
+        cheap), so the next transaction can start the WAL over instead of growing it. Best effort: a full or failing
+        disk is left to the transaction that follows."""
+        with contextlib.suppress(sqlite3.OperationalError):
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     def reclaim(self, max_pages: int = 256) -> int:
         """Give free pages back to the file system: at most `max_pages` in one short write transaction, while more
         than 4 MiB (1/8 of a small cap) is free; after the last step (or at once, with a WAL over 4 MiB and little

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from spool import SGPSink, SpoolConfig
-from spool._receiver import Receiver
+from spool.testing import Receiver
 
 # Small, fast settings for tests: the semantics are the same, the waits are short.
 FAST = SpoolConfig(

@@ -16,9 +16,9 @@ from conftest import FAST, SCHEMA_2, span
 from spool import SGPSink, Spool, SpoolConfig
 from spool._blobs import MIN_BODY, Blobs, Split, whole
 from spool._items import encode_item
-from spool._receiver import Receiver
 from spool._recover import recover
 from spool._store import Store
+from spool.testing import Receiver
 
 PROMPT = "You are a careful agent. " * 2200  # ~55 KB
 

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 import spool.cli
 from spool import Spool, SpoolConfig, SpoolStats
-from spool._receiver import Receiver
+from spool.testing import Receiver
 
 spool.cli._register()
 APP = spool.cli.app

@@ -20,8 +20,8 @@ from conftest import FAST, span
 from test_cli_ops import Proc
 
 from spool import SGPSink, Spool, SpoolConfig
-from spool._receiver import Receiver
 from spool._store import Store
+from spool.testing import Receiver
 
 SPOOL = [str(Path(sys.executable).with_name("spool"))]
 READERS = [["stats"], ["stats", "--json"], ["stats", "--json", "--detail"], ["dead", "list"], ["export", "-"]]

@@ -24,9 +24,9 @@ from conftest import FAST, RecordingSleep, span
 
 from spool import SGPSink, Spool, SpoolConfig
 from spool._items import encode_item
-from spool._receiver import Receiver
 from spool._retry import cooldown
 from spool._store import Store
+from spool.testing import Receiver
 
 # Drains only on flush() (and once when the drainer starts): tests decide when batches leave.
 QUIET = replace(FAST, flush_interval=60.0, flush_trigger=1_000_000)

@@ -13,7 +13,7 @@ import pytest
 from conftest import FAST, in_fork, span
 
 from spool import SGPSink, Spool, SyncSpoolTracingProcessor
-from spool._receiver import Receiver
+from spool.testing import Receiver
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 

@@ -15,7 +15,7 @@ from conftest import FAST, span
 from opentelemetry.metrics import CallbackOptions, NoOpMeter, Observation
 
 from spool import SGPSink, Spool
-from spool._receiver import Receiver
+from spool.testing import Receiver
 
 COUNTERS = {"delivered", "retried", "rejected", "dead_lettered", "credentials_refused", "cooldowns", "requests"}
 GAUGES = {"pending", "inflight", "dead", "oldest_age_s", "db_bytes", "delivered_total", "dropped_total"}

@@ -20,8 +20,8 @@ import pytest
 from conftest import FAST, span
 
 from spool import SGPSink, Spool
-from spool._receiver import Receiver
 from spool._store import Store
+from spool.testing import Receiver
 
 PRODUCER = textwrap.dedent(
     """

@@ -27,8 +27,8 @@ from conftest import FAST
 from spool import SGPSink, SpoolConfig
 from spool._errors import SpoolConfigError
 from spool._processors import SpoolTracingProcessor, SyncSpoolTracingProcessor
-from spool._receiver import Receiver
 from spool._spool import Spool
+from spool.testing import Receiver
 
 CONFIG = replace(FAST, flush_interval=0.1, shutdown_timeout=20.0)
 

@@ -1,5 +1,6 @@
 """Every Python block in the README runs as written: each is a complete program, run in a fresh interpreter in an
-empty directory, with the SDK's environment pointed at a real receiver on 127.0.0.1; what it traced must arrive."""
+empty directory, with the SDK's environment pointed at a real receiver on 127.0.0.1; what it traced must arrive (a
+block with a receiver of its own asserts that itself)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from spool._receiver import Receiver
+from spool.testing import Receiver
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = re.findall(r"^```python\n(.*?)^```$", README.read_text(), flags=re.M | re.S)
@@ -38,4 +39,7 @@ def test_readme_block_runs_and_delivers(code: str, tmp_path: Path, receiver: Rec
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
+    if "spool.testing" in code:  # runs a receiver of its own and asserts what it received
+        assert receiver.requests == 0 and done.stdout.strip(), done.stdout
+        return
     assert receiver.wait_for(1, timeout=30), f"nothing delivered; stdout={done.stdout!r} stderr={done.stderr!r}"

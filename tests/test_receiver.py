@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from spool._receiver import MAX_BATCH_ITEMS, Receiver
+from spool.testing import MAX_BATCH_ITEMS, Receiver
 
 BATCH = "/v5/spans/batch"
 
@@ -561,7 +561,7 @@ def test_control_hang_and_refuse_seconds(receiver: Receiver, client: httpx.Clien
     assert receiver.port == port
 
 
-# -- process entry point ---------------------------------------------------------------------
+# -- the command ---------------------------------------------------------------------
 
 
 def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
@@ -571,11 +571,12 @@ def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
     return proc.stdout.readline()
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
-def test_module_entry_point_serves_in_a_subprocess(tmp_path: Path, stop_signal: signal.Signals) -> None:
+@pytest.mark.parametrize(("stop_signal", "extra"), [(signal.SIGTERM, []), (signal.SIGINT, ["--keys-only"])])
+def test_the_command_serves_in_a_subprocess(tmp_path: Path, stop_signal: signal.Signals, extra: list[str]) -> None:
+    """`spool receiver` (the benchmarks run it with --keys-only): first line the URL, quiet, exit 0 on a signal."""
     out = tmp_path / "out.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "spool._receiver", "--port", "0", "--out", str(out)],
+        [sys.executable, "-m", "spool", "receiver", "--port", "0", "--out", str(out), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

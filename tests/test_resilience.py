@@ -30,8 +30,8 @@ from spool import SGPSink, Spool, SpoolConfig, SpoolError, SpoolSchemaError, Spo
 from spool import _store as store_mod
 from spool._heal import move_aside
 from spool._items import encode_item
-from spool._receiver import Receiver
 from spool._store import Store, row_cost, spool_files
+from spool.testing import Receiver
 
 PAD = "x" * 900  # ~1 KB encoded spans
 

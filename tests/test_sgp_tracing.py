@@ -18,9 +18,9 @@ from scale_gp_beta.lib.tracing import trace_queue_manager as tqm
 from scale_gp_beta.lib.tracing import util as sdk_util
 
 from spool import SGPSink
-from spool._receiver import Receiver
 from spool._spool import Spool
 from spool.integrations import sgp_tracing
+from spool.testing import Receiver
 
 CONFIG = replace(FAST, flush_interval=0.1, shutdown_timeout=10.0)
 

@@ -15,8 +15,8 @@ import pytest
 from conftest import FAST, RecordingSleep, span
 
 from spool import SGPSink, Spool, SpoolClosedError
-from spool._receiver import Receiver
 from spool._store import Store
+from spool.testing import Receiver
 
 
 def test_puts_wait_for_flush_and_travel_together(spool_path: Path, receiver: Receiver, sink: SGPSink) -> None:

@@ -1,6 +1,6 @@
 """`spool receiver`: the project's local Scale GP-compatible span endpoint, for development and offline capture.
 
-It serves `PUT /v5/spans/batch` with the real API's validation and upsert rules (see `spool._receiver`), can append
+It serves `PUT /v5/spans/batch` with the real API's validation and upsert rules (`spool.testing.Receiver`), can append
 what it accepts to a JSONL file (which `spool import` reads back), and has the test-suite's fault switches on
 `POST /_control`. It is not a production server: one process, spans kept in memory.
 """
@@ -42,6 +42,9 @@ def receiver(
     api_key: Annotated[
         str | None, typer.Option("--api-key", help="Require this x-api-key (401 without one, 403 if wrong).")
     ] = None,
+    keys_only: Annotated[
+        bool, typer.Option("--keys-only", help="Keep only each span's key and end (for millions of spans).")
+    ] = False,
 ) -> None:
     """Run a local Scale GP-compatible span receiver.
 
@@ -56,7 +59,7 @@ def receiver(
             os.close(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))  # spans hold prompts
         except OSError as exc:
             fail(f"cannot write --out {out}: {exc.strerror or exc}")
-    rx = Receiver(host, port, out=out, api_key=api_key)
+    rx = Receiver(host, port, out=out, api_key=api_key, keep_items=not keys_only)
     try:
         rx.start()
     except OSError as exc:

@@ -45,6 +45,10 @@ class LoopThread:
         ready.wait()
         return self
 
+    def is_alive(self) -> bool:
+        """True from `start` until the loop's thread has ended."""
+        return self._thread is not None and self._thread.is_alive()
+
     def on_thread(self) -> bool:
         """True when called from the loop's own thread (where `call` would deadlock)."""
         return self._thread is not None and threading.get_ident() == self._thread.ident

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
 import contextlib
 import logging
 import os
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._config import SpoolConfig
 from ._fork import watch_fork
+from ._loopthread import LoopThread
 from ._mapping import agentex_source_metadata, jsonable, map_span
 from ._sink import SGPSink
 from ._spool import Spool
@@ -318,11 +318,8 @@ class SyncSpoolTracingProcessor(_ProcessorBase):
     # -- the background loop -------------------------------------------------------
 
     def _start_loop(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name="span-spool", daemon=True)
-        self._thread.start()
-        ready.wait()
+        self._runner = LoopThread("span-spool", on_error=self._fail).start()
+        self._loop = self._runner.loop
 
     def _before_fork(self) -> None:
         pass
@@ -337,47 +334,17 @@ class SyncSpoolTracingProcessor(_ProcessorBase):
             return
         _inherited.append(self._loop)
         self._start_loop()
-        asyncio.run_coroutine_threadsafe(self._spool.commit(), self._loop)
-
-    def _run(self, ready: threading.Event) -> None:
-        loop = self._loop
-        asyncio.set_event_loop(loop)
-        loop.call_soon(ready.set)
-        try:
-            loop.run_forever()
-        finally:
-            try:
-                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-                for task in pending:
-                    task.cancel()
-                if pending:
-                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.run_until_complete(loop.shutdown_default_executor())
-            except Exception as exc:
-                self._fail("stopping the background loop", exc)
-            finally:
-                asyncio.set_event_loop(None)
-                loop.close()
+        self._runner.submit(self._spool.commit())
 
     def _on_loop_thread(self) -> bool:
-        return threading.get_ident() == self._thread.ident
+        return self._runner.on_thread()
 
     def _call(self, coro: Coroutine[Any, Any, _T], timeout: float | None) -> _T:
         """Run ``coro`` on the background loop and wait for it (raises what it raises)."""
-        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return fut.result(timeout)
-        except concurrent.futures.TimeoutError:
-            fut.cancel()
-            raise
+        return self._runner.call(coro, timeout)
 
     def _stop_thread(self, timeout: float) -> None:
-        if not self._loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # closed meanwhile
-                self._loop.call_soon_threadsafe(self._loop.stop)
-        if not self._on_loop_thread():
-            self._thread.join(timeout)
+        self._runner.stop(timeout)
 
     # -- the processor interface ---------------------------------------------------
 

@@ -23,6 +23,8 @@ from typing import IO, Any, TypeGuard
 
 import orjson
 
+from ._loopthread import LoopThread
+
 __all__ = ["MAX_BATCH_ITEMS", "MAX_ID_CHARS", "Receiver"]
 
 MAX_BATCH_ITEMS = 1000
@@ -250,7 +252,7 @@ class Receiver:
         # Lifecycle.
         self._life = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._runner: LoopThread | None = None
         self._server: asyncio.Server | None = None
         self._generation = 0
         self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
@@ -266,11 +268,8 @@ class Receiver:
         with self._life:
             if self._loop is not None:
                 return self
-            loop = asyncio.new_event_loop()
-            loop.set_exception_handler(_quiet_exception_handler)
-            thread = threading.Thread(target=_run_loop, args=(loop,), name="spool-receiver", daemon=True)
-            thread.start()
-            self._loop, self._thread = loop, thread
+            self._runner = LoopThread("spool-receiver", exception_handler=_quiet_exception_handler).start()
+            loop = self._loop = self._runner.loop
             try:
                 if self.out is not None:
                     fd = os.open(self.out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # spans hold prompts
@@ -294,12 +293,9 @@ class Receiver:
             self._teardown()
 
     def _teardown(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
-        self._loop = self._thread = None
+        if self._runner is not None:
+            self._runner.stop(10)
+        self._loop = self._runner = None
         self._server = None
         if self._out_file is not None:
             self._out_file.close()
@@ -443,8 +439,7 @@ class Receiver:
     # -- loop side ---------------------------------------------------------------------------
 
     def _on_loop_thread(self) -> bool:
-        thread = self._thread
-        return thread is not None and thread.ident == threading.get_ident()
+        return self._runner is not None and self._runner.on_thread()
 
     def _call(self, coro: Coroutine[Any, Any, None]) -> None:
         loop = self._loop
@@ -796,14 +791,6 @@ def _write(
     if not keep_alive:
         head.append("connection: close")
     writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
-
-
-def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_forever()
-    finally:
-        loop.close()
 
 
 def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

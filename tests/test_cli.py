@@ -472,6 +472,7 @@ def test_every_command_help_has_a_description_and_an_example() -> None:
 # -- demo -------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_demo_exits_0_and_proves_every_span_arrived() -> None:
     """The real command as a process (~15-20 s): a receiver outage mid-run, the backlog replayed, nothing lost."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SGP_")}

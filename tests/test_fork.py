@@ -15,7 +15,7 @@ from conftest import FAST, in_fork, span
 from spool import SGPSink, Spool, SyncSpoolTracingProcessor
 from spool.testing import Receiver
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+pytestmark = [pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"), pytest.mark.slow]
 
 
 def _ids(rx: Receiver) -> set[str]:

@@ -23,6 +23,8 @@ from spool import SGPSink, Spool
 from spool._store import Store
 from spool.testing import Receiver
 
+pytestmark = pytest.mark.slow
+
 PRODUCER = textwrap.dedent(
     """
     import asyncio, json, sys

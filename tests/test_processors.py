@@ -243,7 +243,7 @@ def test_four_threads_through_the_sync_processor(receiver: Receiver, sink: SGPSi
     assert receiver.ended == 2000
     assert {k[0] for k in spans} == {f"trace-{t}" for t in range(4)}
     assert proc.errors == 0 and proc.dropped == 0
-    assert not proc._thread.is_alive()
+    assert not proc._runner.is_alive()
 
 
 def test_sync_processor_called_from_inside_other_event_loops(
@@ -518,15 +518,21 @@ def test_puts_survive_a_loop_that_ends_while_their_commit_is_queued(tmp_path: Pa
     spool = Spool(path, config=SpoolConfig(commit_interval=0))
     gate = threading.Event()
 
+    async def open_gate_when_the_loop_ends() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            gate.set()  # cancelled with the writer task, as the loop ends
+
     async def produce() -> None:
-        spool._db.submit(gate.wait, 5)  # the store thread is busy (a claim, a stats call, ...)
+        spool._db.submit(gate.wait, 60)  # the store thread is busy (a claim, a stats call, ...)
+        asyncio.get_running_loop().create_task(open_gate_when_the_loop_ends())
         for i in range(10):
             spool.put({"trace_id": "t", "id": f"s{i}", "name": "n", "start_timestamp": "2026-01-01T00:00:00+00:00"})
         for _ in range(3):
             await asyncio.sleep(0)  # the writer has taken the batch and queued its _write
 
-    asyncio.run(produce())  # ends the loop: the writer task is cancelled
-    gate.set()
+    asyncio.run(produce())  # ends the loop: the writer task is cancelled while its _write waits behind the gate
 
     async def check() -> int:
         try:

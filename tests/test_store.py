@@ -95,3 +95,33 @@ def test_appends_in_blocks_of_rows_keep_the_upsert_rules_of_one_row_at_a_time(tm
     finally:
         blocks.close()
         singles.close()
+
+
+def test_outcomes_predict_what_append_does_by_the_one_coalescing_rule(tmp_path: Path) -> None:
+    """`outcomes` (Python, `coalesce`) and `append` (SQL) are one rule: for random batches of starts, ends, repeats
+    and starts after a delivered end, the predicted new and updated rows are the rows and versions the file gains."""
+    import random
+
+    rng = random.Random(15)
+    store = Store(tmp_path / "s.db", SpoolConfig())
+    query = "SELECT trace_id, span_id, version FROM spans"
+    try:
+        store.append([encode_item(span(k, end=True), 1 << 20) for k in range(5)])
+        store.complete(store.claim("d", 5, 60))  # spans 0-4: ends delivered, so their starts are no longer stored
+        for _ in range(30):
+            batch = [
+                encode_item(span(rng.randrange(12), end=rng.random() < 0.4, v=rng.randrange(2)), 1 << 20)
+                for _ in range(rng.randrange(1, 20))
+            ]
+            predicted = store.outcomes(batch)
+            before = {(t, s): v for t, s, v in store._db.execute(query)}
+            store.append(batch)
+            after = {(t, s): v for t, s, v in store._db.execute(query)}
+            assert predicted["new"] == len(after.keys() - before.keys())
+            versions_gained = sum(v - before.get(k, 1) for k, v in after.items())
+            assert predicted["updated"] == versions_gained, (predicted, batch)
+            assert sum(predicted.values()) == len(batch)
+            if rng.random() < 0.3:  # deliver some: their ends join the record, their starts become refusable
+                store.complete(store.claim("d", rng.randrange(1, 6), 60))
+    finally:
+        store.close()

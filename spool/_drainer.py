@@ -38,6 +38,7 @@ from ._config import SpoolConfig
 from ._dbthread import DbThread, Workers
 from ._errors import CredentialsError, DeliveryError, EndpointError, RejectedError, TransientError
 from ._policy import RoundPolicy
+from ._reader import HOLD_WAIT, Reader
 from ._retry import Sleep, retrying
 from ._sink import BlockingSink, Sink
 from ._store import Claimed, Store
@@ -115,10 +116,12 @@ class Drainer:
         *,
         sleep: Sleep = asyncio.sleep,
         policy: RoundPolicy | None = None,
+        reads: Reader | None = None,
     ):
         self._store, self._db, self._sink, self._config, self._sleep = store, db, sink, config, sleep
         self.policy = policy or RoundPolicy(config)
         """When rounds run and how big a batch goes out (I/O-free; its clock and jitter can be given)."""
+        self._reads = reads  # this process's stats reads: a delete near the cap waits for one in progress
         self.owner = _new_owner()
         self.counters: collections.Counter[str] = collections.Counter()
         self.blocked: DeliveryError | None = None
@@ -438,10 +441,18 @@ class Drainer:
     def _counted(self, complete: Callable[P, R]) -> Callable[P, R]:
         """`complete` (a `Store` completion returning the rows deleted, alone or first in a tuple), counting them in
         `counters["delivered"]` where it runs, on the DB thread: right even when the awaiting coroutine is cancelled
-        after the rows were deleted (that key is only ever updated there)."""
+        after the rows were deleted (that key is only ever updated there).
+
+        Near the disk cap, the deletion runs with no stats read of this process in progress (`Reader.holding`): a
+        read holds the WAL, so no checkpoint could start it over, and the deletion would grow it past the cap. It
+        waits for one read at most (~0.1 s on 1M rows); far from the cap nothing waits."""
 
         def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            result = complete(*args, **kwargs)
+            if self._reads is not None and self._store.near_cap():
+                with self._reads.holding(HOLD_WAIT):
+                    result = complete(*args, **kwargs)
+            else:
+                result = complete(*args, **kwargs)
             self.counters["delivered"] += result[0] if isinstance(result, tuple) else result  # type: ignore[operator]
             return result
 

@@ -15,6 +15,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,10 @@ from ._errors import SpoolClosedError
 from ._stats import SpoolStats
 from ._store import STATS_SQL, readonly_uri, spool_files, stats_of
 
-__all__ = ["Reader"]
+__all__ = ["HOLD_WAIT", "Reader"]
+
+HOLD_WAIT = 1.0
+"""How long a writer near the disk cap waits for a read in progress (`Reader.holding`); one takes ~0.1 s on 1M rows."""
 
 _FORK_WAIT = 5.0
 
@@ -44,6 +48,7 @@ class Reader:
         # SQLite half-way through one (its locks held by a thread that is gone), and no read starts meanwhile.
         self._calls = threading.Condition()
         self._active = 0
+        self._held = 0  # `holding` calls in progress
         self._forking = False
 
     async def stats(self, extra_dropped: int = 0) -> SpoolStats:
@@ -60,7 +65,7 @@ class Reader:
     async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
         """The first row of `sql`, counted as a read in progress for `_before_fork`."""
         with self._calls:
-            while self._forking:
+            while self._forking or self._held:
                 self._calls.wait(_FORK_WAIT)
             self._active += 1
         try:
@@ -74,6 +79,21 @@ class Reader:
                 self._active -= 1
                 self._calls.notify_all()
 
+    @contextlib.contextmanager
+    def holding(self, timeout: float) -> Iterator[None]:
+        """Inside, no read is in progress: the reads in progress end first (waited for at most `timeout` s) and new
+        ones wait (briefly: a read holds a snapshot of the WAL, so no checkpoint can start the WAL over meanwhile).
+        From any thread but an event loop's."""
+        with self._calls:
+            self._held += 1
+            self._calls.wait_for(lambda: self._active == 0, timeout)
+        try:
+            yield
+        finally:
+            with self._calls:
+                self._held -= 1
+                self._calls.notify_all()
+
     def _before_fork(self) -> None:
         """Wait (at most `_FORK_WAIT` s: a fork from the loop thread cannot let a read finish) for reads in
         progress."""
@@ -83,7 +103,7 @@ class Reader:
 
     def _after_fork(self, child: bool) -> None:
         if child:  # the connection's thread stayed in the parent: forget it, the next read opens another
-            self._calls, self._active, self._db = threading.Condition(), 0, None
+            self._calls, self._active, self._held, self._db = threading.Condition(), 0, 0, None
         with self._calls:
             self._forking = False
             self._calls.notify_all()

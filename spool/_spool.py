@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import os
 import sqlite3
@@ -25,7 +26,7 @@ from ._errors import SpoolClosedError
 from ._fork import watch_fork
 from ._heal import open_store_healing
 from ._items import Encoded, encode_checked, encode_fast
-from ._reader import Reader
+from ._reader import HOLD_WAIT, Reader
 from ._retry import Sleep
 from ._sink import Sink
 from ._stats import SpoolStats
@@ -71,7 +72,12 @@ class Spool:
         self._store: Store = open_store_healing(self.path, self.config, heal=heal)[0]
         self._db = DbThread()
         self._sink = sink
-        self._drainer = Drainer(self._store, self._db, sink, self.config, sleep=sleep) if sink is not None else None
+        self._reader = Reader(self.path)
+        self._drainer = (
+            Drainer(self._store, self._db, sink, self.config, sleep=sleep, reads=self._reader)
+            if sink is not None
+            else None
+        )
         self._max_item_bytes = self.config.max_item_bytes
         self._lock = threading.Lock()
         self._pending: list[Encoded | Split] = []
@@ -94,7 +100,6 @@ class Spool:
         self._drops_unlogged = 0
         self._trim = Trimmer()
         self._blobs = Blobs()
-        self._reader = Reader(self.path)
         self._saving = 0  # bumped before and after each append (see `_read_stats`)
         watch_fork(self)
 
@@ -218,18 +223,38 @@ class Spool:
         did not take, are dropped: counted in `dropped_total` (drops the disk refused are kept in memory and
         recorded by the next commit that succeeds), logged at most once a minute; a disk failure also sets
         `last_error` until a commit succeeds. A lock held by another process is waited out, never a drop.
+        Near the disk cap, the commit runs with no stats read of this process in progress (`Reader.holding`, see
+        `Drainer._counted`): it waits for one read at most; far from the cap nothing waits.
         """
         memory = self._memory_drops - self._memory_drops_saved
         if not batch and not self._dropped_unsaved and not memory:
             return
-        error: sqlite3.Error | None = None
-        lost = 0
         cost = rows_cost(batch)  # once: the split, the cap check and the trimmer share it
         chunks = split_rows(batch, self._store.chunk_bytes, cost) or [batch]
-        for n, chunk in enumerate(chunks):
+        with self._reader.holding(HOLD_WAIT) if self._store.near_cap() else contextlib.nullcontext():
+            lost, error = self._write_chunks(chunks, cost, memory)
+        if error is None:
+            self._write_error = None
+            self._trim.committed(cost)
+            return
+        self._dropped_unsaved += lost
+        self._dropped["disk_error"] += lost
+        self._write_error = f"commit failed ({self._dropped_unsaved} spans dropped): {type(error).__name__}: {error}"
+        self._note_drops(lost, self._write_error, logging.ERROR)
+
+    def _write_chunks(
+        self, chunks: list[Sequence[Encoded | Split]], cost: int, memory: int
+    ) -> tuple[int, sqlite3.Error | None]:
+        """`_write`'s transactions, one per chunk; returns the spans lost and the error that lost them."""
+        error: sqlite3.Error | None = None
+        lost = 0
+        n = 0
+        while n < len(chunks):
+            chunk = chunks[n]
+            n += 1
             if error is None:
                 try:
-                    if n:  # a big commit: each chunk starts the WAL over (see `Store.checkpoint`), never grows it
+                    if n > 1:  # a big commit: each chunk starts the WAL over (see `Store.checkpoint`), never grows it
                         self._store.checkpoint()
                     refused = self._append(chunk, cost if len(chunks) == 1 else None, memory)
                     memory = 0
@@ -239,16 +264,12 @@ class Spool:
                     if refused:
                         self._dropped["overflow"] += refused
                         self._note_drops(refused, f"{self._store.full}, {self.config.overflow}")
+                    if refused == len(chunk) and n < len(chunks) and self.config.overflow == "drop_newest":
+                        # The cap refused the whole chunk, and will the rest: one transaction records it, not one each
+                        chunks[n:] = [list(itertools.chain.from_iterable(chunks[n:]))]
                     continue
             lost += len(chunk)
-        if error is None:
-            self._write_error = None
-            self._trim.committed(cost)
-            return
-        self._dropped_unsaved += lost
-        self._dropped["disk_error"] += lost
-        self._write_error = f"commit failed ({self._dropped_unsaved} spans dropped): {type(error).__name__}: {error}"
-        self._note_drops(lost, self._write_error, logging.ERROR)
+        return lost, error
 
     def _append(self, rows: Sequence[Encoded | Split], cost: int | None, memory: int) -> int:
         """`Store.append`, retried while another connection holds the lock; records the unsaved drop counts

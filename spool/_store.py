@@ -167,6 +167,10 @@ class Store(Schema, Queue, Inspection):
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
 
+    def near_cap(self) -> bool:
+        """The three files are within two WAL limits of `max_bytes` (any thread: it only looks at file sizes)."""
+        return _files_size(self.path) + 2 * self._wal_limit > self.config.max_bytes
+
     def checkpoint(self) -> None:
         """Copy the WAL back into the file as far as no reader holds it (PASSIVE: never waits; nothing to do is
         cheap), so the next transaction can start the WAL over instead of growing it. Best effort: a full or failing

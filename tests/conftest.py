@@ -1,4 +1,5 @@
-"""Shared fixtures: a real receiver on 127.0.0.1, a real SGPSink pointed at it, a spool path in tmp_path."""
+"""Shared fixtures and helpers: a real receiver on 127.0.0.1, a real SGPSink pointed at it, a spool path in tmp_path;
+`span` items, `store_items` (a file with rows and no sink), `poll` / `until` (wait on a condition, with a deadline)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from spool import SGPSink, SpoolConfig
+from spool import SGPSink, Spool, SpoolConfig
 from spool.testing import Receiver
 
 # Small, fast settings for tests: the semantics are the same, the waits are short.
@@ -58,6 +59,38 @@ def sink(receiver: Receiver) -> SGPSink:
 @pytest.fixture
 def spool_path(tmp_path: Path) -> Path:
     return tmp_path / "spans.db"
+
+
+def poll(pred: Callable[[], object], timeout: float = 20.0) -> bool:
+    """From a thread: True as soon as `pred()` is; False once `timeout` has passed (a deadline, never a wait)."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return bool(pred())
+        time.sleep(0.005)
+    return True
+
+
+async def until(pred: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> None:
+    """On a loop: return as soon as `pred()` is true; AssertionError naming `what` once `timeout` has passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not pred():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+def store_items(path: Path, items: list[dict[str, Any]], config: SpoolConfig = FAST) -> None:
+    """Commit `items` into a spool file at `path` with no sink: rows waiting, nothing sent."""
+
+    async def go() -> None:
+        async with Spool(path, config=config) as sp:
+            for item in items:
+                sp.put(item)
+            await sp.commit()
+
+    asyncio.run(go())
 
 
 class RecordingSleep:

@@ -4,7 +4,6 @@ fast `stats` path, the demo)."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
@@ -18,10 +17,11 @@ from typing import Any
 
 import pytest
 import typer
+from conftest import store_items
 from typer.testing import CliRunner
 
 import spool.cli
-from spool import Spool, SpoolConfig, SpoolStats
+from spool import SpoolStats
 from spool.testing import Receiver
 
 spool.cli._register()
@@ -57,18 +57,6 @@ def item(i: int, *, name: str | None = None, trace: str = "t1", end: bool = True
     if end:
         it["end_timestamp"] = "2025-01-01T00:00:01+00:00"
     return it
-
-
-def make_spool(path: Path, items: list[dict[str, Any]]) -> None:
-    """Commit `items` into a spool at `path` with no sink (nothing is sent)."""
-
-    async def go() -> None:
-        async with Spool(path, config=SpoolConfig(commit_interval=0.001)) as sp:
-            for it in items:
-                sp.put(it)
-            await sp.commit()
-
-    asyncio.run(go())
 
 
 def run(*args: str) -> Any:
@@ -109,7 +97,7 @@ def sgp_env(monkeypatch: pytest.MonkeyPatch, rx: Receiver, sdk_loaded: None) -> 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     p = tmp_path / "spans.db"
-    make_spool(p, [item(i) for i in range(30)])
+    store_items(p, [item(i) for i in range(30)])
     return p
 
 
@@ -135,7 +123,7 @@ def test_stats_json_has_exactly_the_fields_with_real_values(db: Path) -> None:
 
 def test_stats_json_on_an_empty_spool_has_null_age(tmp_path: Path) -> None:
     p = tmp_path / "empty.db"
-    make_spool(p, [])
+    store_items(p, [])
     data = json.loads(run("stats", "--json", "-p", p).stdout)
     assert data["pending"] == 0 and data["oldest_age_s"] is None
 
@@ -282,7 +270,7 @@ def poison(it: dict[str, Any]) -> str | None:
 def dead_db(tmp_path: Path, sgp_env: Receiver) -> Path:
     """A spool where one span of 10 went to the dead letters through the real drainer (the receiver 422s it)."""
     p = tmp_path / "dead.db"
-    make_spool(p, [item(i, name="poison" if i == 4 else None) for i in range(10)])
+    store_items(p, [item(i, name="poison" if i == 4 else None) for i in range(10)])
     sgp_env.reject_if = poison
     r = run("flush", "--path", p, "--json")
     assert r.exit_code == 0, r.output  # dead letters do not count as pending
@@ -317,7 +305,7 @@ def test_dead_list_json_and_table(dead_db: Path) -> None:
 def test_dead_list_limit_and_empty(tmp_path: Path, dead_db: Path) -> None:
     assert run("dead", "list", "--json", "--limit", "0", "--path", dead_db).stdout.strip() == "[]"
     empty = tmp_path / "empty.db"
-    make_spool(empty, [])
+    store_items(empty, [])
     r = run("dead", "list", "--path", empty)
     assert r.exit_code == 0 and "no dead letters" in r.stdout
     assert run("dead", "list", "--json", "--path", empty).stdout.strip() == "[]"
@@ -348,13 +336,13 @@ def test_dead_retry_never_sends_a_start_after_its_end(tmp_path: Path, sgp_env: R
     """A 422 period for starts sends them to the dead letters while their ends are delivered; `dead retry --all`
     as the README suggests removes those starts instead of sending them after their ends (on main: 100 of 100)."""
     p = tmp_path / "spans.db"
-    make_spool(p, [item(i, end=False) for i in range(100)])
+    store_items(p, [item(i, end=False) for i in range(100)])
     sgp_env.reject_if = lambda it: None if it.get("end_timestamp") else "starts are refused today"
     assert json.loads(run("flush", "--path", p, "--json").stdout)["dead"] == 100
     sgp_env.reject_if = None
-    make_spool(p, [item(i) for i in range(100)])
+    store_items(p, [item(i) for i in range(100)])
     assert json.loads(run("flush", "--path", p, "--json").stdout)["delivered"] == 100
-    make_spool(p, [item(100, end=False)])
+    store_items(p, [item(100, end=False)])
     r = run("dead", "retry", "--all", "--path", p)
     assert r.exit_code == 0, r.output
     assert "moved 0 dead letters back to pending" in r.stdout
@@ -431,7 +419,7 @@ def test_check_missing_and_damaged(tmp_path: Path) -> None:
 
 def test_check_finds_damaged_pages(tmp_path: Path) -> None:
     p = tmp_path / "damaged.db"
-    make_spool(p, [item(i) for i in range(2000)])
+    store_items(p, [item(i) for i in range(2000)])
     data = bytearray(p.read_bytes())
     page = 4096
     assert len(data) > 8 * page

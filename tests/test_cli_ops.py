@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import queue
 import re
@@ -20,11 +19,11 @@ import httpx
 import orjson
 import pytest
 import typer
-from conftest import FAST, span
+from conftest import poll, span, store_items
 from typer.testing import CliRunner, Result
 
 import spool.cli
-from spool import Spool, SpoolConfig
+from spool import SpoolConfig
 from spool._store import Store
 
 spool.cli._register()
@@ -33,16 +32,6 @@ MAIN = "import sys; from spool.cli import main; sys.argv[0] = 'spool'; main()"
 
 def run(*args: str | Path, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(spool.cli.app, [str(a) for a in args], env=env)
-
-
-def make_spool(path: Path, items: list[dict[str, Any]]) -> None:
-    async def go() -> None:
-        async with Spool(path, config=FAST) as sp:
-            for item in items:
-                sp.put(item)
-            await sp.commit()
-
-    asyncio.run(go())
 
 
 class Proc:
@@ -98,15 +87,6 @@ class Proc:
                 pipe.close()
 
 
-def poll(pred: Any, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return bool(pred())
-
-
 @pytest.fixture
 def receiver_process(tmp_path: Path) -> Iterator[tuple[Proc, str, Path]]:
     out = tmp_path / "captured.jsonl"
@@ -126,7 +106,7 @@ def test_receiver_out_captures_what_flush_sends(tmp_path: Path, receiver_process
     items = [span(i, trace=f"trace-{i % 3}") for i in range(40)]
     items += [span(i, trace=f"trace-{i % 3}", end=True) for i in range(5)]
     db = tmp_path / "spans.db"
-    make_spool(db, items)
+    store_items(db, items)
     with sqlite3.connect(db) as con:
         stored = {(t, i): orjson.loads(b) for t, i, b in con.execute("SELECT trace_id, span_id, body FROM spans")}
     con.close()
@@ -179,7 +159,7 @@ def test_receiver_on_a_taken_port_is_one_error_line(receiver_process: Any) -> No
 
 def test_stats_detail_attempt_buckets_top_traces_and_last_error_at(tmp_path: Path) -> None:
     db = tmp_path / "spans.db"
-    make_spool(db, [span(i, trace="big") for i in range(6)] + [span(i, trace=f"t{i}") for i in range(3)])
+    store_items(db, [span(i, trace="big") for i in range(6)] + [span(i, trace=f"t{i}") for i in range(3)])
     store = Store(db, SpoolConfig())
     try:
         rows = store.claim("me", 9, 60)
@@ -213,7 +193,7 @@ def test_stats_detail_attempt_buckets_top_traces_and_last_error_at(tmp_path: Pat
 
 def test_top_traces_are_skipped_above_the_row_limit_unless_asked(tmp_path: Path) -> None:
     db = tmp_path / "spans.db"
-    make_spool(db, [span(i, trace=f"t{i % 2}") for i in range(5)])
+    store_items(db, [span(i, trace=f"t{i % 2}") for i in range(5)])
     store = Store(db, SpoolConfig())
     try:
         assert store.stats_detail(5, top_max_rows=4)["top_traces"] is None
@@ -230,7 +210,7 @@ def test_top_traces_are_skipped_above_the_row_limit_unless_asked(tmp_path: Path)
 
 def test_stats_detail_on_an_empty_spool(tmp_path: Path) -> None:
     db = tmp_path / "spans.db"
-    make_spool(db, [])
+    store_items(db, [])
     data = json.loads(run("stats", "--json", "--detail", "--path", db).stdout)
     assert data["attempts_buckets"] == {"0": 0, "1": 0, "2-3": 0, "4+": 0}
     assert data["top_traces"] == [] and data["last_error_at"] is None
@@ -238,11 +218,11 @@ def test_stats_detail_on_an_empty_spool(tmp_path: Path) -> None:
 
 def test_stats_watch_json_refreshes_until_ctrl_c(tmp_path: Path) -> None:
     db = tmp_path / "spans.db"
-    make_spool(db, [span(1)])
+    store_items(db, [span(1)])
     proc = Proc("stats", "--watch", "--json", "--detail", "--interval", "0.05", "--path", str(db))
     try:
         first = json.loads(proc.until(r"^\{.*\}$")[0])
-        make_spool(db, [span(2)])
+        store_items(db, [span(2)])
         assert poll(lambda: json.loads(proc.until(r"^\{.*\}$")[0])["pending"] == 2)
         code, _, stderr = proc.stop(signal.SIGINT)
     finally:
@@ -254,14 +234,14 @@ def test_stats_watch_json_refreshes_until_ctrl_c(tmp_path: Path) -> None:
 
 def test_stats_watch_rejects_a_bad_interval(tmp_path: Path) -> None:
     db = tmp_path / "spans.db"
-    make_spool(db, [])
+    store_items(db, [])
     r = run("stats", "--watch", "--interval", "0", "--path", db)
     assert r.exit_code == 2 and r.stderr == "Error: --interval must be > 0, got 0.0\n"
 
 
 def test_export_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
     db = tmp_path / "spans.db"
-    make_spool(db, [span(i, metadata={"pad": "x" * 2000}) for i in range(300)])
+    store_items(db, [span(i, metadata={"pad": "x" * 2000}) for i in range(300)])
     proc = subprocess.Popen(
         [sys.executable, "-c", MAIN, "export", "-", "--path", str(db)],
         stdout=subprocess.PIPE,

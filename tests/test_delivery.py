@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAST, RecordingSleep, span
+from conftest import FAST, RecordingSleep, span, store_items, until
 
 from spool import SGPSink, Spool, SpoolConfig
 from spool._items import encode_item
@@ -54,26 +54,6 @@ def rows(path: Path) -> list[dict[str, Any]]:
         )
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-
-
-async def until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not pred():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
-def store_only(path: Path, items: list[dict[str, Any]]) -> None:
-    """Commit `items` into the file without delivering them."""
-
-    async def main() -> None:
-        async with Spool(path, config=QUIET) as sp:
-            for item in items:
-                sp.put(item)
-
-    asyncio.run(main())
 
 
 def padded(i: int, size: int, **kw: Any) -> dict[str, Any]:
@@ -189,7 +169,7 @@ def test_agent_like_workload_never_sends_a_start_after_its_end(
 def test_poison_span_is_isolated_and_retried_from_dead(spool_path: Path, receiver: Receiver, sink: SGPSink) -> None:
     poison = "span-17"
     receiver.reject_if = lambda item: "bad span" if item["id"] == poison else None
-    store_only(spool_path, [span(i) for i in range(50)])
+    store_items(spool_path, [span(i) for i in range(50)], QUIET)
 
     async def main() -> None:
         async with Spool(spool_path, sink=sink, config=QUIET) as sp:
@@ -221,7 +201,7 @@ def test_poison_span_is_isolated_and_retried_from_dead(spool_path: Path, receive
 
 def test_413_splits_into_smaller_requests(spool_path: Path, receiver: Receiver, sink: SGPSink) -> None:
     receiver.max_body_bytes = 10_000
-    store_only(spool_path, [padded(i, 900) for i in range(60)] + [padded(999, 20_000)])
+    store_items(spool_path, [padded(i, 900) for i in range(60)] + [padded(999, 20_000)], QUIET)
 
     async def main() -> None:
         async with Spool(spool_path, sink=sink, config=QUIET) as sp:
@@ -389,7 +369,7 @@ def test_pause_between_failed_rounds_grows_to_a_cap() -> None:
 
 
 def test_transient_rounds_cool_down_longer_and_keep_rows(spool_path: Path, receiver: Receiver, sink: SGPSink) -> None:
-    store_only(spool_path, [span(i) for i in range(5)])
+    store_items(spool_path, [span(i) for i in range(5)], QUIET)
     receiver.fail_status = 503
     cfg = replace(QUIET, max_attempts=3, backoff_initial=0.001, backoff_max=0.4, cooldown_max=30.0)
 
@@ -444,7 +424,7 @@ def test_transient_rounds_cool_down_longer_and_keep_rows(spool_path: Path, recei
 def test_after_a_failed_round_one_batch_probes_alone(spool_path: Path, receiver: Receiver, sink: SGPSink) -> None:
     """The first round sends `max_inflight` batches; once it failed, each round sends one batch until one goes
     through."""
-    store_only(spool_path, [span(i) for i in range(40)])
+    store_items(spool_path, [span(i) for i in range(40)], QUIET)
     receiver.hang = True
     cfg = replace(QUIET, batch_size=5, max_inflight=4, max_attempts=1, backoff_max=0.2, cooldown_max=0.5)
 
@@ -469,7 +449,7 @@ def test_failed_rounds_leave_no_reference_cycles(spool_path: Path) -> None:
     import spool
 
     package = str(Path(spool.__file__).parent)  # frames of the package's own code, wherever the checkout is
-    store_only(spool_path, [span(i) for i in range(20)])
+    store_items(spool_path, [span(i) for i in range(20)], QUIET)
     with socket.socket() as s:  # a port nobody listens on: every request is refused
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -544,7 +524,7 @@ def test_long_retry_after_is_honoured_even_by_flush(spool_path: Path, receiver: 
 
 
 def test_flush_tries_cooled_down_rows_at_once(spool_path: Path, receiver: Receiver, sink: SGPSink) -> None:
-    store_only(spool_path, [span(i) for i in range(5)])
+    store_items(spool_path, [span(i) for i in range(5)], QUIET)
     with open_store(spool_path) as store:
         claimed = store.claim("earlier-drainer", 10, 30)
         store.release(claimed[0].lease, [c.seq for c in claimed], next_attempt_at=time.time() + 3600)
@@ -561,7 +541,7 @@ def test_flush_tries_cooled_down_rows_at_once(spool_path: Path, receiver: Receiv
 def test_flush_waits_for_rows_leased_by_another_live_drainer(
     spool_path: Path, receiver: Receiver, sink: SGPSink
 ) -> None:
-    store_only(spool_path, [span(i) for i in range(5)])
+    store_items(spool_path, [span(i) for i in range(5)], QUIET)
     receiver.hang = True
 
     async def main() -> None:
@@ -606,7 +586,7 @@ def test_lease_outlives_every_send_of_a_long_bisect(spool_path: Path, receiver: 
     receiver.latency = 0.15
     receiver.reject_if = lambda item: "bad span" if item["id"] == "span-33" else None
     cfg = replace(QUIET, lease_seconds=1.0, request_timeout=0.8)  # the bisection takes ~10 requests: ~1.5 s
-    store_only(spool_path, [span(i) for i in range(50)])
+    store_items(spool_path, [span(i) for i in range(50)], QUIET)
 
     async def main() -> None:
         async with (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,11 +9,11 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import FAST, span
+from conftest import span, store_items
 from typer.testing import CliRunner, Result
 
 import spool.cli
-from spool import Spool, SpoolConfig
+from spool import SpoolConfig
 from spool._store import Store
 
 spool.cli._register()
@@ -22,16 +21,6 @@ spool.cli._register()
 
 def run(*args: str, input: bytes | str | None = None) -> Result:
     return CliRunner().invoke(spool.cli.app, list(args), input=input)
-
-
-def make_spool(path: Path, items: list[dict[str, Any]]) -> None:
-    async def go() -> None:
-        async with Spool(path, config=FAST) as sp:
-            for item in items:
-                sp.put(item)
-            await sp.commit()
-
-    asyncio.run(go())
 
 
 def rows(path: Path) -> list[tuple[Any, ...]]:
@@ -57,7 +46,7 @@ def varied_items() -> list[dict[str, Any]]:
 
 def test_export_then_import_into_a_fresh_spool_gives_identical_rows(tmp_path: Path) -> None:
     src, dst = tmp_path / "a.db", tmp_path / "b.db"
-    make_spool(src, varied_items())
+    store_items(src, varied_items())
     out = tmp_path / "out.jsonl"
 
     r = run("export", str(out), "--path", str(src))
@@ -79,7 +68,7 @@ def test_export_then_import_into_a_fresh_spool_gives_identical_rows(tmp_path: Pa
 
 def test_a_second_import_adds_nothing_and_bumps_no_version(tmp_path: Path) -> None:
     src, dst = tmp_path / "a.db", tmp_path / "b.db"
-    make_spool(src, varied_items())
+    store_items(src, varied_items())
     out = tmp_path / "out.jsonl"
     assert run("export", str(out), "--path", str(src)).exit_code == 0
     assert run("import", str(out), "--path", str(dst)).exit_code == 0
@@ -149,7 +138,7 @@ def test_import_into_a_path_under_a_file_names_the_problem(tmp_path: Path) -> No
 
 def test_stdout_and_stdin_round_trip(tmp_path: Path) -> None:
     src, dst = tmp_path / "a.db", tmp_path / "b.db"
-    make_spool(src, [span(i) for i in range(5)])
+    store_items(src, [span(i) for i in range(5)])
     r = run("export", "-", "--path", str(src))
     assert r.exit_code == 0
     assert r.stdout_bytes.count(b"\n") == 5
@@ -160,7 +149,7 @@ def test_stdout_and_stdin_round_trip(tmp_path: Path) -> None:
 
 def test_export_filters_by_trace_and_exports_dead_letters(tmp_path: Path) -> None:
     src = tmp_path / "a.db"
-    make_spool(src, [span(i, trace="keep" if i % 2 else "other") for i in range(10)])
+    store_items(src, [span(i, trace="keep" if i % 2 else "other") for i in range(10)])
     store = Store(src, SpoolConfig())
     try:
         claimed = store.claim("me", 1, 60)
@@ -206,7 +195,7 @@ def test_import_of_a_missing_file_is_an_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("chunk", [1, 7, 1000])
 def test_iter_bodies_pages_through_everything_in_order(tmp_path: Path, chunk: int) -> None:
-    make_spool(tmp_path / "a.db", [span(i, trace=f"t{i % 4}") for i in range(50)])
+    store_items(tmp_path / "a.db", [span(i, trace=f"t{i % 4}") for i in range(50)])
     store = Store(tmp_path / "a.db", SpoolConfig())
     try:
         expected = [row[3] for row in rows(tmp_path / "a.db")]

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from agentex.types.span import Span
-from conftest import FAST
+from conftest import FAST, poll
 
 from spool import SGPSink, SpoolConfig
 from spool._errors import SpoolConfigError
@@ -52,16 +52,6 @@ def _run(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
         asyncio.run(fn(*args, **kwargs))
 
     return wrapper
-
-
-def _poll(cond: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``cond`` until true or ``timeout`` (seconds) passes."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def _ts(value: str) -> datetime:
@@ -454,7 +444,7 @@ async def test_shutdown_with_hanging_receiver_returns_in_time_and_keeps_spans(
         await proc.on_span_end(s)
         ids.append(s.id)
     # A batch is on the (hanging) wire.
-    assert await asyncio.to_thread(_poll, lambda: receiver.requests > 0, 10)
+    assert await asyncio.to_thread(poll, lambda: receiver.requests > 0, 10)
 
     t0 = time.monotonic()
     await proc.shutdown(timeout=1)
@@ -482,7 +472,7 @@ def test_sync_shutdown_with_hanging_receiver_returns_in_time(receiver: Receiver,
         s = _span(f"s{i}", "t-hang")
         s.end_time = datetime.now(UTC)
         proc.on_span_end(s)
-    assert _poll(lambda: receiver.requests > 0, 10)
+    assert poll(lambda: receiver.requests > 0, 10)
     t0 = time.monotonic()
     proc.shutdown(timeout=1)
     assert time.monotonic() - t0 < 5

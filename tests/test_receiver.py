@@ -11,12 +11,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import poll
 
 from spool.testing import MAX_BATCH_ITEMS, Receiver
 
@@ -38,16 +39,6 @@ def span(i: int = 0, *, trace: str = "t1", end: bool = False, **extra: Any) -> d
 
 def put(client: httpx.Client, items: list[dict[str, Any]], **kw: Any) -> httpx.Response:
     return client.put(BATCH, json={"items": items}, **kw)
-
-
-def poll(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """True as soon as pred() is; False once timeout has passed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
 
 
 def status_or_error(url: str) -> int | str:

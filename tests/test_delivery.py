@@ -430,10 +430,10 @@ def test_after_a_failed_round_one_batch_probes_alone(spool_path: Path, receiver:
 
     async def main() -> None:
         async with Spool(spool_path, sink=sink, config=cfg) as sp:
-            counters = sp._drainer.counters  # its first round starts at once: four batches side by side
+            # Its first round starts at once: four batches side by side.
             await until(lambda: receiver.requests == 4, what="four requests on the wire")
             receiver.fail_status, receiver.hang = 503, False  # all four refused
-            await until(lambda: counters["cooldowns"] == 5, what="the second round to fail")
+            await until(lambda: sp.metrics(gauges=False)["cooldowns"] == 5, what="the second round to fail")
             assert receiver.requests == 5  # the second round: one batch (the next comes after a longer pause)
             receiver.fail_status = None
             assert await sp.flush(timeout=10) and len(receiver.spans) == 40
@@ -461,8 +461,8 @@ def test_failed_rounds_leave_no_reference_cycles(spool_path: Path) -> None:
             gc.collect()
             gc.disable()
             try:
-                counters = sp._drainer.counters  # rounds every ~0.1 s, each refused
-                await until(lambda: counters["cooldowns"] >= 8, what="eight failed batches")
+                # Rounds every ~0.1 s, each refused.
+                await until(lambda: sp.metrics(gauges=False)["cooldowns"] >= 8, what="eight failed batches")
                 gc.set_debug(gc.DEBUG_SAVEALL)
                 gc.collect()
                 holding = collections.Counter(

@@ -293,8 +293,7 @@ class Drainer:
                     self._slots.release()
         finally:
             if nxt.rows:  # paused or cancelled before sending it: give it back
-                with contextlib.suppress(RuntimeError):
-                    self._db.submit(self._store.release, nxt.rows[0].lease)
+                self._give_back(nxt.rows[0].lease)
 
     async def _claim(self, batch_size: int, force: bool) -> list[Claimed]:
         fut = self._db.submit(self._store.claim, self.owner, batch_size, self._config.lease_seconds, force=force)
@@ -305,6 +304,13 @@ class Drainer:
             fut.add_done_callback(self._release_abandoned)
             raise
 
+    def _give_back(self, lease: int) -> None:
+        """Release `lease` without waiting (a batch cancelled, abandoned or not sent), queued on the DB thread from
+        any thread (the connection is used from that one only). When the DB thread is shut down, the lease runs out
+        by itself."""
+        with contextlib.suppress(RuntimeError):
+            self._db.submit(self._store.release, lease)
+
     def _release_abandoned(
         self, fut: concurrent.futures.Future[list[Claimed]] | concurrent.futures.Future[_Done]
     ) -> None:
@@ -314,8 +320,7 @@ class Drainer:
             return
         res = fut.result()
         if rows := (res[1] if isinstance(res, tuple) else res):
-            with contextlib.suppress(RuntimeError):  # the DB thread is shut down: the lease runs out by itself
-                self._db.submit(self._store.release, rows[0].lease)
+            self._give_back(rows[0].lease)
 
     async def _steady(
         self, rows: Sequence[Claimed], lease: _Lease, nxt: _Next
@@ -331,8 +336,7 @@ class Drainer:
             rows, lease, failed, requests, turn_over = await asyncio.wrap_future(fut)
         except asyncio.CancelledError:
             stop.set()
-            with contextlib.suppress(RuntimeError):
-                self._db.submit(self._store.release, hand[0].id)
+            self._give_back(hand[0].id)
             fut.add_done_callback(partial(self._release_left, hand[0].id))
             raise
         if requests:
@@ -355,7 +359,7 @@ class Drainer:
                 self._db.submit(self._store.attempt_failed, lease, [r.seq for r in rows], 0.0)
             if isinstance(failed, DeliveryError):
                 self._db.submit(self._store.set_error, str(failed))
-            self._db.submit(self._store.release, lease)
+        self._give_back(lease)
 
     def _steady_in_thread(
         self, rows: Sequence[Claimed], lease: _Lease, nxt: _Next, stop: threading.Event, hand: list[_Lease]
@@ -401,7 +405,7 @@ class Drainer:
         except (TransientError, *_PAUSING) as exc:
             err = _unlinked(exc)
         except BaseException:
-            self._db.submit(self._store.release, lease.id)  # cancelled mid-send: give the rows back now
+            self._give_back(lease.id)  # cancelled mid-send: give the rows back now
             raise
         else:
             if not lease.ended:  # split, or lost: rows left unsent (rejected, updated meanwhile) are free again

@@ -1,6 +1,7 @@
 """What `spool stats` computes and draws, kept free of typer so the command can answer without it.
 
-`collect_stats` computes a dict, `render_stats` draws it: a new detail is a key in the dict and a row in `ROWS`.
+`collect_stats` computes a dict, `plain_stats` draws it (the live view too): a new detail is a key in the dict and a
+row in `ROWS`.
 `fast_stats` answers the plain forms (`spool stats [--json] [--path P]`) before typer is imported: typer parses
 options through pydantic, which alone costs more than the 300 ms that `spool stats` may take on a 1M-row spool.
 Anything else (`--help`, an option it does not know) falls through to the typer command in `cmd_stats`.
@@ -19,7 +20,7 @@ from .._store import TOP_TRACES_MAX_ROWS, Store
 from ._format import human_bytes, human_count, human_duration
 
 if TYPE_CHECKING:
-    from rich.console import RenderableType
+    pass
 
 __all__ = [
     "ROWS",
@@ -27,7 +28,6 @@ __all__ = [
     "fast_stats",
     "plain_stats",
     "print_stats",
-    "render_stats",
     "watch_stats",
 ]
 
@@ -97,29 +97,6 @@ def _shown(data: dict[str, Any], key: str) -> bool:
     return key in data and (key not in ("moved_aside", "dropped_memory") or bool(data[key]))
 
 
-def render_stats(data: dict[str, Any]) -> RenderableType:
-    """A two-column rich table of `data`, with human units."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column(overflow="fold")
-    for key, label, fmt in ROWS:
-        if not _shown(data, key):
-            continue
-        value = data[key]
-        cell = escape(fmt(value))
-        if key == "dead" and value:
-            cell = f"[red]{cell}[/red]  (spool dead list)"
-        elif key == "dropped_total" and value:
-            cell = f"[yellow]{cell}[/yellow]"
-        elif key == "last_error" and value:
-            cell = f"[red]{cell}[/red]"
-        table.add_row(label, cell)
-    return table
-
-
 def print_stats(store: Store, as_json: bool, *, detail: bool = False, all_traces: bool = False) -> None:
     """Print the stats of `store`: one JSON object (the detail keys only with `detail`), or a table for people
     (always with the detail)."""
@@ -134,8 +111,8 @@ _ALERT = {"dead": "31", "last_error": "31", "dropped_total": "33", "moved_aside"
 
 
 def plain_stats(data: dict[str, Any], title: str, *, color: bool) -> str:
-    """The table of `render_stats` as plain text (ANSI colours with `color`): `spool stats` prints this, because
-    importing rich alone would take half of the command's 300 ms budget on a 1M-row spool."""
+    """The stats table as text (ANSI colours with `color`), for every view: plain text rather than a rich table,
+    because importing rich alone would take half of `spool stats`' 300 ms budget on a 1M-row spool."""
 
     def paint(text: str, code: str) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if color else text
@@ -195,14 +172,14 @@ def watch_stats(
                     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
                     print(plain_stats(data, f"{store.path}   {stamp}", color=False) + "\n", flush=True)
                 time.sleep(interval)
-        from rich.console import Console, Group
+        from rich.console import Console
         from rich.live import Live
         from rich.text import Text
 
-        title = Text(f"{store.path}   (every {interval:g}s, Ctrl-C to stop)", style="bold")
+        title = f"{store.path}   (every {interval:g}s, Ctrl-C to stop)"
 
-        def view() -> Group:
-            return Group(title, render_stats(collect_stats(store, all_traces=all_traces)))
+        def view() -> Text:
+            return Text.from_ansi(plain_stats(collect_stats(store, all_traces=all_traces), title, color=True))
 
         with Live(view(), console=Console(), auto_refresh=False) as live:
             while True:

@@ -2,7 +2,8 @@
 
 The computing and drawing live in `_stats_report` (no typer there): `spool.cli.main` answers the plain forms through
 `_stats_report.fast_stats` before typer loads, and this command handles the rest (`--help`, options added later).
-Keep the two in step: a new option here is unknown to `fast_stats`, which then hands over to this command.
+`fast_stats` answers only the forms it knows and hands anything else to this command: a new option needs nothing
+there.
 """
 
 from __future__ import annotations

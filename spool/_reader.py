@@ -64,10 +64,12 @@ class Reader:
 
     async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
         """The first row of `sql`, counted as a read in progress for `_before_fork`."""
-        with self._calls:
-            while self._forking or self._held:
-                self._calls.wait(_FORK_WAIT)
-            self._active += 1
+        while True:  # a fork or a writer near the cap (`holding`) goes first: wait without blocking the loop
+            with self._calls:
+                if not (self._forking or self._held):
+                    self._active += 1
+                    break
+            await asyncio.sleep(0.001)
         try:
             db = await self._connection()
             # One hop: the statement runs to its end and is reset in aiosqlite's thread, so the read transaction
@@ -82,8 +84,8 @@ class Reader:
     @contextlib.contextmanager
     def holding(self, timeout: float) -> Iterator[None]:
         """Inside, no read is in progress: the reads in progress end first (waited for at most `timeout` s) and new
-        ones wait (briefly: a read holds a snapshot of the WAL, so no checkpoint can start the WAL over meanwhile).
-        From any thread but an event loop's."""
+        ones wait, on their loop without blocking it (a read holds a snapshot of the WAL, so no checkpoint could start
+        the WAL over meanwhile). From any thread but an event loop's."""
         with self._calls:
             self._held += 1
             self._calls.wait_for(lambda: self._active == 0, timeout)

@@ -378,8 +378,9 @@ class Spool:
     async def stats(self) -> SpoolStats:
         """A snapshot of the file (totals persist across restarts), including other processes' rows.
 
-        Read on a connection of its own (`Reader`): it never waits behind a commit, nor a commit behind it. When that
-        read fails (a damaged file), the store's own connection reads, and heals the file as a commit would."""
+        Read on a connection of its own (`Reader`): it never waits behind a commit, nor a commit behind it (near the
+        disk cap, a commit waits for one read in progress: see `_write`). When that read fails (a damaged file), the
+        store's own connection reads, and heals the file as a commit would."""
         self._bound()
         try:
             st = await self._read_stats()

@@ -1191,7 +1191,7 @@ def params(quick: bool) -> dict[str, Any]:
             "e2e": 5_000,
             "replay": (10_000, [(50, 2, 1.0), (1000, 4, 30.0)]),
             "lag": (0.5, 1),
-            "memory": 100_000,
+            "memory": 20_000,
             "agents": 0.05,
         }
     return {

@@ -104,7 +104,7 @@ def test_forks_while_the_parent_commits_give_working_children(
 
             def child(k: int = k) -> dict[str, Any]:
                 proc.on_span_start(span(k, f"child-{k}"))
-                proc.shutdown()  # commits (a flush would wait for the parent's steady stream to pause)
+                proc.shutdown(0)  # commits; no flush (it would wait for the parent's steady stream to pause)
                 return {"dropped": proc.dropped, "errors": proc.errors}
 
             assert in_fork(child) == {"dropped": 0, "errors": 0}

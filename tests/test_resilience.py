@@ -580,7 +580,7 @@ def test_credentials_never_reach_the_file_or_the_logs(spool_path: Path, caplog: 
         assert key not in repr(sink) and key not in str(sink)
 
         async def main() -> None:
-            async with Spool(spool_path, sink=sink, config=FAST) as sp:
+            async with Spool(spool_path, sink=sink, config=replace(FAST, shutdown_timeout=0)) as sp:
                 assert key not in repr(sp)
                 for i in range(5):
                     sp.put(span(i))
@@ -684,7 +684,8 @@ def test_a_disk_another_program_fills_never_raises_into_the_application(
     path = small_fs / "spans.db"
 
     async def main() -> tuple[SpoolStats, bool, int]:
-        async with Spool(path, sink=SGPSink("k", "a", receiver.url), config=FAST) as sp:
+        cfg = replace(FAST, shutdown_timeout=0)  # (the flush below is the one that may stall)
+        async with Spool(path, sink=SGPSink("k", "a", receiver.url), config=cfg) as sp:
             for i in range(2000):
                 sp.put(span(i, input={"prompt": "p" * 1000}))
             await sp.commit()

@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import FAST, SCHEMA_1, RecordingSleep, span
+from conftest import FAST, SCHEMA_1, RecordingSleep, span, until
 
 from spool import SGPSink, Spool, SpoolConfig, SpoolError, SpoolSchemaError, SpoolStats
 from spool import _schema as schema_mod
@@ -584,8 +584,9 @@ def test_credentials_never_reach_the_file_or_the_logs(spool_path: Path, caplog: 
                 assert key not in repr(sp)
                 for i in range(5):
                     sp.put(span(i))
-                assert not await sp.flush(timeout=1)  # 401: kept, not delivered
-                st = await sp.stats()
+                await until(lambda: sp.metrics(gauges=False)["credentials_refused"] >= 1, what="the key refused")
+                await sp.commit()  # (queued behind the recording of the error on the store's thread)
+                st = await sp.stats()  # kept, not delivered
                 assert st.pending == 5 and st.last_error is not None and "HTTP 403" in st.last_error
                 assert key not in st.last_error
                 for f in spool_files(spool_path):

@@ -46,6 +46,12 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
+def anyio_backend() -> str:
+    """Async tests are `@pytest.mark.anyio` (pytest's anyio plugin, loaded with anyio), on asyncio."""
+    return "asyncio"
+
+
+@pytest.fixture
 def receiver() -> Iterator[Receiver]:
     with Receiver() as rx:
         yield rx

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import logging
 import os
@@ -14,7 +13,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,16 +43,6 @@ def _span(name: str, trace_id: str, parent: Span | None = None, **kw: Any) -> Sp
     )
 
 
-def _run(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async test body with asyncio.run (no pytest-asyncio here)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(fn(*args, **kwargs))
-
-    return wrapper
-
-
 def _ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
@@ -76,7 +65,7 @@ async def _pending(path: Path) -> int:
 # -- mapping end to end -----------------------------------------------------------------------------------------
 
 
-@_run
+@pytest.mark.anyio
 async def test_nested_spans_arrive_with_every_mapped_field(receiver: Receiver, sink: SGPSink, tmp_path: Path) -> None:
     proc = SpoolTracingProcessor(tmp_path / "s.db", sink=sink, config=CONFIG)
     trace = str(uuid.uuid4())
@@ -276,7 +265,7 @@ def test_sync_wait_for_commit_means_on_disk(tmp_path: Path) -> None:
         proc.shutdown(timeout=0)
 
 
-@_run
+@pytest.mark.anyio
 async def test_async_wait_for_commit_means_on_disk(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     proc = SpoolTracingProcessor(path, sink=_StuckSink(), config=SpoolConfig(flush_interval=60), wait_for_commit=True)
@@ -341,7 +330,7 @@ def test_async_processor_shuts_down_at_interpreter_exit(receiver: Receiver, tmp_
 # -- never raises -----------------------------------------------------------------------------------------------
 
 
-@_run
+@pytest.mark.anyio
 async def test_object_in_input_is_stringified_and_delivered(receiver: Receiver, sink: SGPSink, tmp_path: Path) -> None:
     proc = SpoolTracingProcessor(tmp_path / "s.db", sink=sink, config=CONFIG)
     marker = object()
@@ -357,7 +346,7 @@ async def test_object_in_input_is_stringified_and_delivered(receiver: Receiver, 
     assert proc.errors == 0 and proc.dropped == 0
 
 
-@_run
+@pytest.mark.anyio
 async def test_unmappable_spans_are_counted_and_logged_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, receiver: Receiver, sink: SGPSink
 ) -> None:
@@ -384,7 +373,7 @@ async def test_unmappable_spans_are_counted_and_logged_once(
     assert len(receiver.spans) == 1
 
 
-@_run
+@pytest.mark.anyio
 async def test_after_shutdown_events_are_dropped_not_raised(tmp_path: Path) -> None:
     proc = SpoolTracingProcessor(tmp_path / "s.db", sink=_NullSink())
     await proc.shutdown(timeout=0)
@@ -411,7 +400,7 @@ def test_no_sink_and_no_credentials_raises_in_the_constructor(tmp_path: Path) ->
         SyncSpoolTracingProcessor(tmp_path / "s.db")
 
 
-@_run
+@pytest.mark.anyio
 async def test_sink_from_environment(receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SGP_API_KEY", "k")
     monkeypatch.setenv("SGP_ACCOUNT_ID", "a")
@@ -428,7 +417,7 @@ async def test_sink_from_environment(receiver: Receiver, tmp_path: Path, monkeyp
 # -- shutdown with a hanging backend ----------------------------------------------------------------------------
 
 
-@_run
+@pytest.mark.anyio
 async def test_shutdown_with_hanging_receiver_returns_in_time_and_keeps_spans(
     receiver: Receiver, sink: SGPSink, tmp_path: Path
 ) -> None:

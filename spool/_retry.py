@@ -1,4 +1,4 @@
-"""The retry policy: tenacity for attempts within a round, plain functions for the pauses between rounds."""
+"""The retry policy: tenacity for attempts within a round; `cooldown`, the pause between rounds (see `RoundPolicy`)."""
 
 from __future__ import annotations
 

@@ -38,7 +38,6 @@ from ._config import SpoolConfig
 from ._dbthread import DbThread, Workers
 from ._errors import CredentialsError, DeliveryError, EndpointError, RejectedError, TransientError
 from ._policy import RoundPolicy
-from ._reader import HOLD_WAIT, Reader
 from ._retry import Sleep, retrying
 from ._sink import BlockingSink, Sink
 from ._store import Claimed, Store
@@ -116,12 +115,12 @@ class Drainer:
         *,
         sleep: Sleep = asyncio.sleep,
         policy: RoundPolicy | None = None,
-        reads: Reader | None = None,
+        hold: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
     ):
         self._store, self._db, self._sink, self._config, self._sleep = store, db, sink, config, sleep
         self.policy = policy or RoundPolicy(config)
         """When rounds run and how big a batch goes out (I/O-free; its clock and jitter can be given)."""
-        self._reads = reads  # this process's stats reads: a delete near the cap waits for one in progress
+        self._delete_guard = hold  # entered around each deletion (`Spool._near_cap_hold`)
         self.owner = _new_owner()
         self.counters: collections.Counter[str] = collections.Counter()
         self.blocked: DeliveryError | None = None
@@ -447,15 +446,11 @@ class Drainer:
         `counters["delivered"]` where it runs, on the DB thread: right even when the awaiting coroutine is cancelled
         after the rows were deleted (that key is only ever updated there).
 
-        Near the disk cap, the deletion runs with no stats read of this process in progress (`Reader.holding`): a
-        read holds the WAL, so no checkpoint could start it over, and the deletion would grow it past the cap. It
-        waits for one read at most (~0.1 s on 1M rows); far from the cap nothing waits."""
+        The deletion runs inside the constructor's `hold()`: near the disk cap, with no stats read of this process in
+        progress (see `Spool._near_cap_hold`)."""
 
         def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            if self._reads is not None and self._store.near_cap():
-                with self._reads.holding(HOLD_WAIT):
-                    result = complete(*args, **kwargs)
-            else:
+            with self._delete_guard():
                 result = complete(*args, **kwargs)
             self.counters["delivered"] += result[0] if isinstance(result, tuple) else result  # type: ignore[operator]
             return result

@@ -74,7 +74,7 @@ class Spool:
         self._sink = sink
         self._reader = Reader(self.path)
         self._drainer = (
-            Drainer(self._store, self._db, sink, self.config, sleep=sleep, reads=self._reader)
+            Drainer(self._store, self._db, sink, self.config, sleep=sleep, hold=self._near_cap_hold)
             if sink is not None
             else None
         )
@@ -223,15 +223,14 @@ class Spool:
         did not take, are dropped: counted in `dropped_total` (drops the disk refused are kept in memory and
         recorded by the next commit that succeeds), logged at most once a minute; a disk failure also sets
         `last_error` until a commit succeeds. A lock held by another process is waited out, never a drop.
-        Near the disk cap, the commit runs with no stats read of this process in progress (`Reader.holding`, see
-        `Drainer._counted`): it waits for one read at most; far from the cap nothing waits.
+        Near the disk cap, the commit runs with no stats read of this process in progress (`_near_cap_hold`).
         """
         memory = self._memory_drops - self._memory_drops_saved
         if not batch and not self._dropped_unsaved and not memory:
             return
         cost = rows_cost(batch)  # once: the split, the cap check and the trimmer share it
         chunks = split_rows(batch, self._store.chunk_bytes, cost) or [batch]
-        with self._reader.holding(HOLD_WAIT) if self._store.near_cap() else contextlib.nullcontext():
+        with self._near_cap_hold():
             lost, error = self._write_chunks(chunks, cost, memory)
         if error is None:
             self._write_error = None
@@ -241,6 +240,13 @@ class Spool:
         self._dropped["disk_error"] += lost
         self._write_error = f"commit failed ({self._dropped_unsaved} spans dropped): {type(error).__name__}: {error}"
         self._note_drops(lost, self._write_error, logging.ERROR)
+
+    def _near_cap_hold(self) -> contextlib.AbstractContextManager[object]:
+        """Entered around every commit and every delete (on the DB thread): near the disk cap, no stats read of this
+        process is in progress inside (`Reader.holding`). A read holds the WAL, so no checkpoint can start it over, and
+        the write would grow it past the cap; it waits for one read at most (~0.1 s on 1M rows). Far from the cap
+        nothing waits."""
+        return self._reader.holding(HOLD_WAIT) if self._store.near_cap() else contextlib.nullcontext()
 
     def _write_chunks(
         self, chunks: list[Sequence[Encoded | Split]], cost: int, memory: int

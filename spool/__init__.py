@@ -1,4 +1,5 @@
-"""span-spool: a durable, disk-spooled buffer for tracing span events, drained in batches to Scale GP.
+"""span-spool: a durable, disk-spooled buffer for tracing span events, drained in batches to Scale GP
+or to any OpenTelemetry (OTLP) endpoint.
 
 `import spool` is light: each public name loads its module on first use, and httpx and the Scale GP SDK load only
 when something is sent.
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
         SpoolSchemaError,
         TransientError,
     )
+    from ._otlpsink import OTLPSink
     from ._processors import SpoolTracingProcessor, SyncSpoolTracingProcessor
     from ._sink import SGPSink, Sink
     from ._spool import Spool
@@ -41,6 +43,7 @@ _WHERE = {
     "SpoolError": "_errors",
     "SpoolSchemaError": "_errors",
     "TransientError": "_errors",
+    "OTLPSink": "_otlpsink",
     "SpoolTracingProcessor": "_processors",
     "SyncSpoolTracingProcessor": "_processors",
     "SGPSink": "_sink",
@@ -53,6 +56,7 @@ __all__ = [
     "CredentialsError",
     "DeliveryError",
     "EndpointError",
+    "OTLPSink",
     "RejectedError",
     "SGPSink",
     "Sink",

@@ -605,7 +605,8 @@ class Drainer:
         if isinstance(exc, CredentialsError):
             text = f"credentials refused: {exc} (draining paused, spans kept)"
         elif isinstance(exc, EndpointError):
-            text = f"{exc}; check SGP_CLIENT_BASE_URL (draining paused, spans kept)"
+            where = getattr(self._sink, "endpoint_setting", "the sink's URL")
+            text = f"{exc}; check {where} (draining paused, spans kept)"
         if isinstance(exc, CredentialsError):
             self.counters["credentials_refused"] += 1
         if isinstance(exc, TransientError):

@@ -26,14 +26,15 @@ STATS_SQL = """SELECT (SELECT count(*) FROM spans),
     (SELECT count(*) FROM dead),
     (SELECT value FROM meta WHERE key = 'delivered_total'),
     (SELECT value FROM meta WHERE key = 'dropped_total'),
-    (SELECT value FROM meta WHERE key = 'last_error')"""
+    (SELECT value FROM meta WHERE key = 'last_error'),
+    (SELECT value FROM meta WHERE key = 'format')"""
 """`SpoolStats`' numbers from the file, in one statement (one snapshot; ?1 is now). Live leases never overlap (a
 claim takes only rows no live lease covers), so the in-flight count is a sum over them."""
 
 
 def stats_of(row: Sequence[Any], now: float, db_bytes: int, extra_dropped: int = 0) -> SpoolStats:
     """`SpoolStats` from a row of `STATS_SQL` read at `now`."""
-    pending, inflight, oldest, dead, delivered, dropped, last_error = row
+    pending, inflight, oldest, dead, delivered, dropped, last_error, fmt = row
     return SpoolStats(
         pending=pending,
         inflight=inflight,
@@ -43,6 +44,7 @@ def stats_of(row: Sequence[Any], now: float, db_bytes: int, extra_dropped: int =
         delivered_total=int(delivered or 0),
         dropped_total=int(dropped or 0) + extra_dropped,
         last_error=last_error,
+        format=fmt or "sgp",
     )
 
 

@@ -128,7 +128,13 @@ def row_cost(row: Row) -> int:
 _trace_of, _span_of, _body_of = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(3)
 
 
-def body_bytes(rows: Sequence[Row]) -> int:
+# What a dead letter's body says, in SQL: an `sgp` body is JSON (it starts with `{`); an `otlp` body is protobuf,
+# which SQLite's JSON functions refuse, holds no name they could read, and is always a finished span.
+_NAME = "(CASE WHEN substr(body, 1, 1) = X'7B' THEN json_extract(body, '$.name') END)"
+_ENDED = "(CASE WHEN substr(body, 1, 1) = X'7B' THEN json_extract(body, '$.end_timestamp') IS NOT NULL ELSE 1 END)"
+
+
+def body_bytes(rows: Sequence[Row] | Sequence[Any]) -> int:
     """The bytes of the bodies of `rows`, with no Python step per row."""
     return sum(map(len, map(_body_of, rows)))
 
@@ -495,9 +501,9 @@ class Queue(StoreBase):
         version is tried once the lease ends)."""
         with self._tx() as db:
             moved = db.execute(
-                """INSERT INTO dead (trace_id, span_id, name, body, status, detail, attempts, enqueued_at, failed_at,
+                f"""INSERT INTO dead (trace_id, span_id, name, body, status, detail, attempts, enqueued_at, failed_at,
                                      blob, blob_at)
-                   SELECT trace_id, span_id, json_extract(body, '$.name'), body, ?, ?, attempts + 1, enqueued_at, ?,
+                   SELECT trace_id, span_id, {_NAME}, body, ?, ?, attempts + 1, enqueued_at, ?,
                           blob, blob_at
                    FROM spans WHERE seq = ? AND version = ?""",
                 (status, detail, time.time(), row.seq, row.version),
@@ -514,12 +520,12 @@ class Queue(StoreBase):
         server has the whole span, and the start sent now would undo its end. Returns (moved, removed)."""
         where, args = _id_filter(ids)
         with self._tx() as db:
-            stale = f"""({where}) AND json_extract(body, '$.end_timestamp') IS NULL AND EXISTS
+            stale = f"""({where}) AND NOT {_ENDED} AND EXISTS
                         (SELECT 1 FROM ended_keys WHERE key = span_key(dead.trace_id, dead.span_id))"""
             removed = int(db.execute(f"DELETE FROM dead WHERE {stale}", args).rowcount)
             db.execute(
                 f"""INSERT INTO spans (trace_id, span_id, is_end, body, enqueued_at, blob, blob_at)
-                    SELECT trace_id, span_id, json_extract(body, '$.end_timestamp') IS NOT NULL, body, enqueued_at,
+                    SELECT trace_id, span_id, {_ENDED}, body, enqueued_at,
                            blob, blob_at
                     FROM dead WHERE {where} ORDER BY id
                     ON CONFLICT (trace_id, span_id) DO UPDATE {_REPLACE_ROW}

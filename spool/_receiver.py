@@ -1,10 +1,12 @@
-"""A local Scale GP-compatible span receiver: ``PUT /v5/spans/batch`` on 127.0.0.1.
+"""A local span receiver on 127.0.0.1: Scale GP's ``PUT /v5/spans/batch`` and OTLP/HTTP's ``POST /v1/traces``.
 
 Public as `spool.testing.Receiver`; used by the test-suite, ``spool demo``, the benchmarks and the
 ``spool receiver`` command (its one command line). It serves HTTP/1.1 with keep-alive from an asyncio loop in one
 daemon thread, applies the real API's validation and upsert rules (whole-batch 422/400/409/413
 rejections, upsert by ``(trace_id, id)`` keeping a completed span over an in-progress one),
-records what it took, and has fault switches for tests.
+records what it took, and has fault switches for tests. OTLP requests (protobuf or JSON, answered in kind) go
+through the same switches; their spans are stored as ``{"resource", "scope", "span"}`` in the OTLP JSON mapping
+(what ``spool export`` writes for an ``otlp`` spool), keyed by hex ``(traceId, spanId)``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ MAX_ID_CHARS = 256
 """An ``id`` longer than this many characters is a 422 (over this many UTF-8 bytes: 400)."""
 
 BATCH_PATH = "/v5/spans/batch"
+OTLP_PATH = "/v1/traces"
 CONTROL_PATH = "/_control"
 STATS_PATH = "/_stats"
 
@@ -237,6 +240,8 @@ class Receiver:
         self.latency: float = 0.0
         self.reject_if: Callable[[dict[str, Any]], str | None] | None = None
         self.max_body_bytes: int | None = None
+        self.otlp_partial = False
+        """OTLP: spans `reject_if` refuses are answered in a 200's `partial_success` (not stored) instead of a 400."""
         self._hang = False
         # Recorded state, guarded by _lock.
         self._lock = threading.Lock()
@@ -351,7 +356,7 @@ class Receiver:
 
     @property
     def requests(self) -> int:
-        """Requests received on ``/v5/spans/batch``, whatever their outcome."""
+        """Requests received on ``/v5/spans/batch`` and ``/v1/traces``, whatever their outcome."""
         with self._lock:
             return self._requests
 
@@ -583,6 +588,8 @@ class Receiver:
             try:
                 if path == BATCH_PATH:
                     status, payload, extra = await self._batch(method, headers, body)
+                elif path == OTLP_PATH:
+                    status, payload, extra = await self._otlp(method, headers, body)
                 elif path == CONTROL_PATH:
                     status, payload, extra, after = self._control(method, body)
                 elif path == STATS_PATH:
@@ -604,10 +611,12 @@ class Receiver:
             if not keep_alive:
                 return
 
-    async def _batch(self, method: str, headers: dict[str, str], body: bytes) -> _Response:
+    async def _gate(self, method: str, allowed: str, headers: dict[str, str], body: bytes) -> _Response | None:
+        """What every span request goes through: the count, the method, latency, hang, the API key, an injected
+        fault, the body limit. An answer to give instead of taking the spans, or None."""
         with self._lock:
             self._requests += 1
-        not_allowed = _only(method, "PUT")
+        not_allowed = _only(method, allowed)
         if not_allowed is not None:
             return not_allowed
         if self.latency > 0:
@@ -632,6 +641,53 @@ class Receiver:
         limit = self.max_body_bytes
         if limit is not None and len(body) > limit:
             raise _Reject(413, f"body: {len(body)} bytes, at most {limit}")
+        return None
+
+    async def _otlp(self, method: str, headers: dict[str, str], body: bytes) -> _Response:
+        """``POST /v1/traces``: an OTLP/HTTP export request, protobuf or JSON (by Content-Type)."""
+        refused = await self._gate(method, "POST", headers, body)
+        if refused is not None:
+            return refused
+        from ._otlpcodec import request_rows, response_body
+
+        as_json = "json" in headers.get("content-type", "")
+        kind = {"content-type": "application/json" if as_json else "application/x-protobuf"}
+        try:
+            spans = request_rows(body, as_json, keep=self.keep_items or self.reject_if is not None)
+        except ValueError as exc:
+            raise _Reject(400, str(exc)) from None
+        rejected: list[str] = []
+        reject_if = self.reject_if
+        if reject_if is not None:
+            kept = []
+            for i, (trace_id, span_id, row) in enumerate(spans):
+                why = reject_if(row or {})
+                if why is None:
+                    kept.append((trace_id, span_id, row))
+                elif not self.otlp_partial:
+                    raise _Reject(400, f"span {i} ({trace_id}/{span_id}): {why}")
+                else:
+                    rejected.append(why)
+            spans = kept
+        with self._cond:
+            for trace_id, span_id, row in spans:
+                self._received.append((trace_id, span_id, True))
+                if (trace_id, span_id) not in self._spans:
+                    self._ended += 1
+                self._spans[(trace_id, span_id)] = row if self.keep_items and row is not None else {}
+            self._writes += len(spans)
+            self._batches.append(len(spans))
+            self._cond.notify_all()
+        out = self._out_file
+        if out is not None and spans:
+            out.write("".join(json.dumps(row) + "\n" for _, _, row in spans if row is not None))
+            out.flush()
+        return 200, response_body(len(rejected), "; ".join(rejected[:3]), as_json), kind
+
+    async def _batch(self, method: str, headers: dict[str, str], body: bytes) -> _Response:
+        refused = await self._gate(method, "PUT", headers, body)
+        if refused is not None:
+            return refused
         try:
             doc = orjson.loads(body)  # strict JSON in valid UTF-8: the same document json.loads gives, 3x faster
         except orjson.JSONDecodeError:
@@ -782,11 +838,9 @@ def _write(
     extra: dict[str, str],
     keep_alive: bool,
 ) -> None:
-    head = [
-        f"HTTP/1.1 {status} {_reason(status)}",
-        "content-type: application/json",
-        f"content-length: {len(payload)}",
-    ]
+    head = [f"HTTP/1.1 {status} {_reason(status)}", f"content-length: {len(payload)}"]
+    if "content-type" not in extra:
+        head.append("content-type: application/json")
     head.extend(f"{k}: {v}" for k, v in extra.items())
     if not keep_alive:
         head.append("connection: close")

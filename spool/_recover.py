@@ -81,6 +81,7 @@ def recover(src: Path, dst: Path) -> Salvage:
         store: Store | None = None
         try:
             store = Store(dst, SpoolConfig.defaults())
+            store.claim_format(_format(db))  # before any row: the new file keeps the old one's format
             saved: set[int] = set()
             batch: list[tuple[Any, ...]] = []
             for row in _walk(db, "spans", "seq", span_cols, out):
@@ -107,6 +108,15 @@ def recover(src: Path, dst: Path) -> Salvage:
     finally:
         db.close()
     return out
+
+
+def _format(db: sqlite3.Connection) -> str | None:
+    """The damaged file's format, from its meta (None when unreadable or not recorded: `sgp`)."""
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+    except sqlite3.Error:
+        return None
+    return None if row is None else str(row[0])
 
 
 def _walk(db: sqlite3.Connection, table: str, key: str, cols: str, out: Salvage) -> Iterator[tuple[Any, ...]]:

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import orjson
 
@@ -25,7 +25,7 @@ from ._fork import watch_fork
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["BlockingSink", "SGPSink", "Sink", "classify_response", "join_items"]
+__all__ = ["BlockingSink", "HttpSink", "SGPSink", "Sink", "classify_response", "join_items"]
 
 _REJECTED = frozenset({400, 409, 413, 422})
 _CREDENTIALS = frozenset({401, 403})
@@ -106,21 +106,125 @@ def classify_response(
     return TransientError(msg, status=status, detail=detail, retry_after=_retry_after(retry_after))
 
 
-class SGPSink:
-    """Delivers batches to Scale GP's `PUT /v5/spans/batch`.
+class HttpSink:
+    """What `SGPSink` and `OTLPSink` share: one keep-alive `httpx.HTTPTransport` (httpx's public transport API) per
+    process, and a request made in a sender thread of the sink's own, one per request in flight: the event loop only
+    hands the stored bytes over and awaits the outcome, so building, sending and parsing never stall it, and the
+    sync transport costs half the CPU of the async one per request. Not bound to an event loop: any loop can send,
+    and a forked child makes its own connections. A proxy from the environment (`HTTPS_PROXY`, `ALL_PROXY`,
+    `NO_PROXY`) is honoured as httpx would. Subclasses say where (`_target`), what (`_body`) and what an answer
+    means (`_outcome`)."""
+
+    format: ClassVar[str]
+    """The storage format of the spool files this sink delivers (`sgp` or `otlp`)."""
+    endpoint_setting: ClassVar[str]
+    """Where an operator sets the URL (named when the server has no such endpoint)."""
+    _method: ClassVar[str] = "POST"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._transport: httpx.HTTPTransport | None = None
+        self._transport_pid = 0
+        self._senders = Workers("spool-send")
+        watch_fork(self)
+
+    def _before_fork(self) -> None:
+        pass
+
+    def _after_fork(self, child: bool) -> None:
+        if child:
+            self._lock = threading.Lock()  # the transport is re-made per process (`_ready`)
+
+    def _target(self) -> tuple[httpx.URL, httpx.Headers]:
+        """URL and headers (blocking: called in a sender thread)."""
+        raise NotImplementedError
+
+    def _body(self, items: Sequence[bytes]) -> bytes:
+        raise NotImplementedError
+
+    def _outcome(self, status: int, body: bytes, headers: httpx.Headers, url: httpx.URL) -> None:
+        """Return for an answer that means delivered; raise the `DeliveryError` it means otherwise."""
+        raise NotImplementedError
+
+    def _ready(self) -> httpx.HTTPTransport:
+        """A transport for this process (blocking: call it in a sender thread)."""
+        with self._lock:
+            if self._transport is None or self._transport_pid != os.getpid():  # a forked child: its own sockets
+                import httpx
+
+                from ._deadline import deadline_transport
+
+                url, _ = self._target()
+                self._transport = deadline_transport(
+                    proxy=_proxy_for(str(url)), limits=httpx.Limits(max_keepalive_connections=16), retries=0
+                )
+                self._transport_pid = os.getpid()
+            return self._transport
+
+    async def prepare(self) -> None:
+        """Finish set-up (configuration, the transport) before a batch is leased, so a request's timeout and lease
+        cover the request only. Raises what `send` would raise for a bad configuration."""
+        if self._transport is None or self._transport_pid != os.getpid():
+            await self._senders.run(self._ready)
+
+    async def send(self, items: Sequence[bytes], *, timeout: float) -> None:
+        await self._senders.run(self.send_blocking, items, timeout=timeout)
+
+    def send_blocking(self, items: Sequence[bytes], *, timeout: float) -> None:
+        """`send`, blocking the calling thread (never call it on an event loop). The whole request (connect, write,
+        read) is cut off at `timeout`. A 2xx whose body is then cut short counts as taken: the server answers only
+        after it stored the batch, and sending it again would only repeat it."""
+        import httpx
+
+        from ._deadline import deadline
+
+        transport = self._ready()
+        url, headers = self._target()
+        request = httpx.Request(
+            self._method,
+            url,
+            headers=headers,
+            content=self._body(items),
+            extensions={"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}},
+        )
+        try:
+            with deadline(timeout):
+                resp = transport.handle_request(request)
+                try:
+                    body = resp.read()
+                except httpx.TransportError:
+                    if not 200 <= resp.status_code < 300:
+                        raise
+                    body = b""
+                finally:
+                    resp.close()
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"timed out after {timeout:g}s ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise TransientError(f"connection failed: {type(exc).__name__}: {exc}") from exc
+        self._outcome(resp.status_code, body, resp.headers, url)
+
+    async def aclose(self) -> None:
+        """Close the connections and stop idle sender threads (the sink reconnects when used again)."""
+        with self._lock:
+            transport, self._transport = self._transport, None
+        self._senders.close()
+        if transport is not None:
+            transport.close()
+
+
+class SGPSink(HttpSink):
+    """Delivers batches to Scale GP's `PUT /v5/spans/batch` (an `HttpSink`).
 
     Credentials and base URL come from the arguments, else the SDK's environment (`SGP_API_KEY`, `SGP_ACCOUNT_ID`,
     `SGP_CLIENT_BASE_URL`); the constructor raises `SpoolConfigError` when the key or account is missing or the base
     URL is not an http(s) URL. The SDK (imported off the caller's thread, started at construction) supplies the base
-    URL and headers.
-
-    Requests go through one keep-alive `httpx.HTTPTransport` (httpx's public transport API), each made in a sender
-    thread of the sink's own, one per request in flight: the event loop only hands the stored bytes over and awaits
-    the outcome, so building, sending and parsing never stall it, and the sync transport costs half the CPU of the
-    async one per request. Not bound to an event loop: any loop can send, and a forked child makes its own
-    connections. A proxy from the environment (`HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`) is honoured as httpx would.
-    The SDK's own retries are not used: the drainer's retry policy is the only one.
+    URL and headers. The SDK's own retries are not used: the drainer's retry policy is the only one.
     """
+
+    format: ClassVar[str] = "sgp"
+    endpoint_setting: ClassVar[str] = "SGP_CLIENT_BASE_URL"
+    _method: ClassVar[str] = "PUT"
 
     def __init__(self, api_key: str | None = None, account_id: str | None = None, base_url: str | None = None) -> None:
         self._api_key = api_key or os.environ.get("SGP_API_KEY")
@@ -134,23 +238,15 @@ class SGPSink:
             raise SpoolConfigError(f"{source}={self._base_url!r} is not an http(s) URL (e.g. http://127.0.0.1:8321)")
         self._url: httpx.URL | None = None
         self._headers: httpx.Headers | None = None
-        self._lock = threading.Lock()
-        self._transport: httpx.HTTPTransport | None = None
-        self._transport_pid = 0
-        self._senders = Workers("spool-send")
+        super().__init__()
         # The SDK import takes about a second: start it now, off the caller's thread, so the first send is quick.
         self._configured = threading.Thread(target=self._try_configure, name="spool-sgp-config", daemon=True)
         self._configured.start()
-        watch_fork(self)
 
     def _before_fork(self) -> None:
         # A fork in the middle of the SDK's import would leave the child's import of it waiting for good on the
         # module lock of a thread the child does not have: let the import finish first (about a second, once).
         self._configured.join(30.0)
-
-    def _after_fork(self, child: bool) -> None:
-        if child:
-            self._lock = threading.Lock()  # the transport is re-made per process (`_ready`)
 
     def __repr__(self) -> str:  # never show the key
         return f"SGPSink(base_url={self._base_url or 'SDK default'!r})"
@@ -175,74 +271,19 @@ class SGPSink:
         with contextlib.suppress(Exception):  # retried on first send, where the error surfaces
             self._configure()
 
-    def _ready(self) -> httpx.HTTPTransport:
-        """The configuration done and a transport for this process (blocking: call it in a sender thread)."""
+    def _target(self) -> tuple[httpx.URL, httpx.Headers]:
         self._configured.join()
         if self._url is None:
             self._configure()  # the background attempt failed: do it here and let the error surface
-        with self._lock:
-            if self._transport is None or self._transport_pid != os.getpid():  # a forked child: its own sockets
-                import httpx
+        return self._url, self._headers  # type: ignore[return-value]
 
-                from ._deadline import deadline_transport
+    def _body(self, items: Sequence[bytes]) -> bytes:
+        return join_items(items)
 
-                self._transport = deadline_transport(
-                    proxy=_proxy_for(str(self._url)), limits=httpx.Limits(max_keepalive_connections=16), retries=0
-                )
-                self._transport_pid = os.getpid()
-            return self._transport
-
-    async def prepare(self) -> None:
-        """Finish set-up (SDK configuration, the transport) before a batch is leased, so a request's timeout and
-        lease cover the request only. Raises what `send` would raise for a bad configuration."""
-        if self._transport is None or self._transport_pid != os.getpid():
-            await self._senders.run(self._ready)
-
-    async def send(self, items: Sequence[bytes], *, timeout: float) -> None:
-        await self._senders.run(self.send_blocking, items, timeout=timeout)
-
-    def send_blocking(self, items: Sequence[bytes], *, timeout: float) -> None:
-        """`send`, blocking the calling thread (never call it on an event loop). The whole request (connect, write,
-        read) is cut off at `timeout`. A 2xx whose body is then cut short counts as taken: the server answers only
-        after it stored the batch, and sending it again would only repeat it."""
-        import httpx
-
-        from ._deadline import deadline
-
-        transport = self._ready()
-        request = httpx.Request(
-            "PUT",
-            self._url,  # type: ignore[arg-type]
-            headers=self._headers,
-            content=join_items(items),
-            extensions={"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}},
-        )
-        try:
-            with deadline(timeout):
-                resp = transport.handle_request(request)
-                try:
-                    body = resp.read()
-                except httpx.TransportError:
-                    if not 200 <= resp.status_code < 300:
-                        raise
-                    body = b""
-                finally:
-                    resp.close()
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"timed out after {timeout:g}s ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise TransientError(f"connection failed: {type(exc).__name__}: {exc}") from exc
-        err = classify_response(resp.status_code, body, resp.headers.get("retry-after"), self._url)
+    def _outcome(self, status: int, body: bytes, headers: httpx.Headers, url: httpx.URL) -> None:
+        err = classify_response(status, body, headers.get("retry-after"), url)
         if err is not None:
             raise err
-
-    async def aclose(self) -> None:
-        """Close the connections and stop idle sender threads (the sink reconnects when used again)."""
-        with self._lock:
-            transport, self._transport = self._transport, None
-        self._senders.close()
-        if transport is not None:
-            transport.close()
 
 
 def _proxy_for(url: str) -> str | None:

@@ -13,10 +13,10 @@ import threading
 import time
 import warnings
 from asyncio import _get_running_loop
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self, cast
 
 from ._blobs import MIN_BODY, Blobs, Split
 from ._config import SpoolConfig, default_path
@@ -33,12 +33,27 @@ from ._stats import SpoolStats
 from ._store import Store, body_bytes, is_busy, rows_cost, split_rows
 from ._trim import Trimmer
 
-__all__ = ["DROP_REASONS", "Spool"]
+__all__ = ["DROP_REASONS", "LATER_BYTES", "Later", "Spool"]
 
 DROP_REASONS = ("overflow", "disk_error", "memory")
 """Why a span can be dropped (`Spool.metrics()` has `dropped_<reason>` for each, always present)."""
 
 log = logging.getLogger("spool")
+
+LATER_BYTES = 1024
+"""What a `put_later` row counts against `max_pending_bytes` before it is encoded (an estimate: one shared object)."""
+_LATER_BODY = bytes(LATER_BYTES)
+
+
+class Later(NamedTuple):
+    """A queued row encoded on the database thread just before its commit (`Spool.put_later`)."""
+
+    trace_id: str
+    span_id: str
+    is_end: bool
+    body: bytes  # `_LATER_BODY`: stands for the row in `body_bytes`
+    obj: Any
+    encode: Callable[[Any], Encoded]
 
 
 class Spool:
@@ -55,7 +70,9 @@ class Spool:
     (`<name>.corrupt-<time>`, kept for `spool recover`) and the spool goes on with a fresh file, reporting it in
     `last_error`; `heal=False` raises `SpoolCorruptError` instead and never moves the file (for tools).
 
-    The constructor opens (or creates) the file and may raise `SpoolError` subclasses or `OSError`.
+    A file holds one storage format (`format`: `sgp`, or `otlp` for OpenTelemetry spans), fixed when it is created:
+    the sink's `format`, else the `format` argument, else `sgp`. The constructor opens (or creates) the file and may
+    raise `SpoolError` subclasses (`SpoolConfigError` for a sink of the other format) or `OSError`.
     """
 
     def __init__(
@@ -66,10 +83,16 @@ class Spool:
         config: SpoolConfig | None = None,
         sleep: Sleep = asyncio.sleep,
         heal: bool = True,
+        format: str | None = None,
     ) -> None:
         self.config = config or SpoolConfig()
         self.path = Path(path) if path is not None else default_path()
         self._store: Store = open_store_healing(self.path, self.config, heal=heal)[0]
+        try:
+            self.format: str = self._store.claim_format(getattr(sink, "format", None) or format)
+        except BaseException:
+            self._store.close()
+            raise
         self._db = DbThread()
         self._sink = sink
         self._reader = Reader(self.path)
@@ -80,7 +103,8 @@ class Spool:
         )
         self._max_item_bytes = self.config.max_item_bytes
         self._lock = threading.Lock()
-        self._pending: list[Encoded | Split] = []
+        self._pending: list[Encoded | Split | Later] = []
+        self._later = False  # a `put_later` was made: commits look for rows to encode
         # Uncommitted bytes: in `_pending` (give or take the one a concurrent put is adding), and in batches taken
         # from it whose commit has not returned (changed on the loop's thread only).
         self._pending_bytes = self._committing_bytes = 0
@@ -127,6 +151,22 @@ class Spool:
         row: Encoded | Split = enc
         if len(enc.body) >= MIN_BODY:  # a large item: its repeated string (a system prompt) is kept once
             row = self._blobs.split(enc, item)
+        self._enqueue(row)
+
+    def put_later(self, obj: Any, encode: Callable[[Any], Encoded]) -> None:
+        """Queue `obj`, to be encoded by `encode(obj)` on the database thread just before its commit (an
+        OpenTelemetry span: encoding costs more than the caller should wait). `obj` must not change afterwards.
+        Counted as `LATER_BYTES` against `max_pending_bytes`. Sync, non-blocking, thread-safe; raises
+        `SpoolClosedError` after close. An `encode` that raises loses the span: logged, counted as `unencodable`."""
+        if self._closed:
+            raise SpoolClosedError(f"spool {self.path} is closed")
+        running = _get_running_loop()
+        if running is not None and running is not self._loop and not self._owner_alive():
+            self._bind(running)
+        self._later = True
+        self._enqueue(Later("", "", True, _LATER_BODY, obj, encode))
+
+    def _enqueue(self, row: Encoded | Split | Later) -> None:
         size = len(row.body)
         if self._pending_bytes + self._committing_bytes + size > self._max_pending_bytes:
             self._memory_drops += 1
@@ -216,7 +256,7 @@ class Spool:
             self._since_kick = 0
             self._drainer.kick()
 
-    def _write(self, batch: list[Encoded | Split]) -> None:
+    def _write(self, batch: list[Encoded | Split | Later]) -> None:
         """On the DB thread: commit `batch`, in transactions of at most the WAL's checkpoint size. Never raises.
 
         Spans the disk cap refuses or evicts, and the spans of a commit a failing disk (full, I/O error, read-only)
@@ -228,8 +268,9 @@ class Spool:
         memory = self._memory_drops - self._memory_drops_saved
         if not batch and not self._dropped_unsaved and not memory:
             return
-        cost = rows_cost(batch)  # once: the split, the cap check and the trimmer share it
-        chunks = split_rows(batch, self._store.chunk_bytes, cost) or [batch]
+        rows = self._encode_later(batch) if self._later else cast("list[Encoded | Split]", batch)
+        cost = rows_cost(rows)  # once: the split, the cap check and the trimmer share it
+        chunks = split_rows(rows, self._store.chunk_bytes, cost) or [rows]
         with self._near_cap_hold():
             lost, error = self._write_chunks(chunks, cost, memory)
         if error is None:
@@ -240,6 +281,21 @@ class Spool:
         self._dropped["disk_error"] += lost
         self._write_error = f"commit failed ({self._dropped_unsaved} spans dropped): {type(error).__name__}: {error}"
         self._note_drops(lost, self._write_error, logging.ERROR)
+
+    def _encode_later(self, batch: list[Encoded | Split | Later]) -> list[Encoded | Split]:
+        """`batch` with each `Later` encoded; one whose `encode` raises is dropped (counted, logged)."""
+        out: list[Encoded | Split] = []
+        for row in batch:
+            if type(row) is not Later:
+                out.append(row)  # type: ignore[arg-type]
+                continue
+            try:
+                out.append(row.encode(row.obj))
+            except Exception as exc:
+                self._dropped_unsaved += 1
+                self._dropped["unencodable"] += 1
+                self._note_drops(1, f"a span could not be encoded: {type(exc).__name__}: {exc}", logging.ERROR)
+        return out
 
     def _near_cap_hold(self) -> contextlib.AbstractContextManager[object]:
         """Entered around every commit and every delete (on the DB thread): near the disk cap, no stats read of this
@@ -420,6 +476,7 @@ class Spool:
         timeouts, 408/429/5xx, connection errors), `rejected` (requests refused as invalid, 400/409/413/422, splits
         of a rejected batch included), `dead_lettered` (spans moved to dead letters), `credentials_refused`
         (401/403), `cooldowns` (batches that ran out of attempts, rows kept), `requests` (successful requests),
+        `partial_rejected` (spans an OTLP server refused in a `partial_success`),
         `dropped` (spans lost: never committed) and `dropped_<reason>` for each of `DROP_REASONS` (`overflow`: the
         disk cap; `disk_error`: a commit failed; `memory`: `put` past `max_pending_bytes`).
         Gauges (`gauges=True`): the file's `SpoolStats` numbers under their own names (`pending`, `inflight`,
@@ -439,6 +496,7 @@ class Spool:
             "credentials_refused": c["credentials_refused"],
             "cooldowns": c["cooldowns"],
             "requests": c["requests"],
+            "partial_rejected": getattr(self._sink, "partial_rejected", 0),
         }
         dropped = {reason: self._dropped[reason] for reason in sorted({*DROP_REASONS, *self._dropped})}
         dropped["memory"] += self._memory_drops
@@ -452,7 +510,7 @@ class Spool:
                     st = self._db.submit(self._file_stats).result()
             except Exception:  # closed meanwhile, or the file is unreadable: counters only
                 return out
-            out.update({k: v for k, v in st.to_dict().items() if k != "last_error"})
+            out.update({k: v for k, v in st.to_dict().items() if k not in ("last_error", "format")})
         return out
 
     async def aclose(self, timeout: float | None = None) -> None:

@@ -25,6 +25,8 @@ class SpoolStats:
     dropped_total: int
     last_error: str | None
     """Set after every failed attempt, cleared by the next success."""
+    format: str = "sgp"
+    """What the rows hold, fixed when the file was created: `sgp` (Scale GP span JSON) or `otlp` (OTLP protobuf)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -35,11 +35,11 @@ FAST = SpoolConfig(
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test sees the developer's SPOOL_* / SGP_* settings or state directory."""
+    """No test sees the developer's SPOOL_* / SGP_* / OTEL_* settings or state directory."""
     import os
 
     for var in list(os.environ):
-        if var.startswith(("SPOOL_", "SGP_")):
+        if var.startswith(("SPOOL_", "SGP_", "OTEL_")):
             monkeypatch.delenv(var)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     logging.getLogger("httpx").setLevel(logging.WARNING)

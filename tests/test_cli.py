@@ -35,6 +35,7 @@ STATS_KEYS = {
     "delivered_total",
     "dropped_total",
     "last_error",
+    "format",  # sgp or otlp: what the rows hold
 }
 DETAIL_KEYS = {
     "attempts_buckets",
@@ -117,6 +118,7 @@ def test_stats_json_has_exactly_the_fields_with_real_values(db: Path) -> None:
     assert data["delivered_total"] == 0
     assert data["dropped_total"] == 0
     assert data["last_error"] is None
+    assert data["format"] == "sgp"
     assert data["db_bytes"] > 0
     assert isinstance(data["oldest_age_s"], float) and data["oldest_age_s"] >= 0
 

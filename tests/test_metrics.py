@@ -17,7 +17,16 @@ from opentelemetry.metrics import CallbackOptions, NoOpMeter, Observation
 from spool import SGPSink, Spool
 from spool.testing import Receiver
 
-COUNTERS = {"delivered", "retried", "rejected", "dead_lettered", "credentials_refused", "cooldowns", "requests"}
+COUNTERS = {
+    "delivered",
+    "retried",
+    "rejected",
+    "dead_lettered",
+    "credentials_refused",
+    "cooldowns",
+    "requests",
+    "partial_rejected",
+}
 GAUGES = {"pending", "inflight", "dead", "oldest_age_s", "db_bytes", "delivered_total", "dropped_total"}
 
 

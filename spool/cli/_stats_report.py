@@ -74,6 +74,7 @@ def _when(v: float | None) -> str:
 
 
 ROWS: list[tuple[str, str, Callable[[Any], str]]] = [
+    ("format", "format", _text),
     ("pending", "pending", _count),
     ("inflight", "in flight", _count),
     ("dead", "dead letters", _count),

@@ -1,4 +1,5 @@
-"""`spool export`: write a spool's pending spans (or dead letters) as JSON lines, the exact stored bytes.
+"""`spool export`: write a spool's pending spans (or dead letters) as JSON lines: the exact stored bytes of an `sgp`
+spool, one OTLP/JSON object (`{"resource", "scope", "span"}`) per span of an `otlp` spool.
 
 For carrying spans off an air-gapped or cut-off host: `spool export` there, `spool import` + `spool flush` where the
 backend is reachable. Streams in chunks (memory stays flat on any size); a file is written as `OUT.partial` and
@@ -10,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Annotated
 
@@ -27,11 +28,12 @@ CHUNK = 2000
 
 
 def write_lines(store: Store, out: IO[bytes], *, dead: bool = False, trace_id: str | None = None) -> Iterator[int]:
-    """Write each stored body of `store` and a newline to `out`; yields after each chunk how many were written
-    in it. Raises `OSError` (disk full, closed pipe) and `sqlite3.Error`."""
+    """Write each stored body of `store` (an `otlp` row in the OTLP JSON mapping) and a newline to `out`; yields after
+    each chunk how many were written in it. Raises `OSError` (disk full, closed pipe) and `sqlite3.Error`."""
+    line = _otlp_line() if store.file_format() == "otlp" else None
     pending = 0
     for body in store.iter_bodies(dead=dead, trace_id=trace_id, chunk=CHUNK):
-        out.write(body)
+        out.write(body if line is None else line(body))
         out.write(b"\n")
         pending += 1
         if pending == CHUNK:
@@ -39,6 +41,14 @@ def write_lines(store: Store, out: IO[bytes], *, dead: bool = False, trace_id: s
             pending = 0
     if pending:
         yield pending
+
+
+def _otlp_line() -> Callable[[bytes], bytes]:
+    import orjson
+
+    from .._otlpcodec import row_to_json
+
+    return lambda body: orjson.dumps(row_to_json(body))
 
 
 def _total(store: Store, dead: bool, trace_id: str | None) -> int | None:
@@ -60,7 +70,8 @@ def export(
 ) -> None:
     """Write pending spans or dead letters as JSON lines.
 
-    One item per line, the exact stored bytes; the file is created 0600 (spans hold prompts).
+    One item per line: the exact stored bytes (an otlp spool: one OTLP/JSON object per span, with its resource and
+    scope); the file is created 0600 (spans hold prompts).
     """
     what = "dead letter" if dead else "span"
     with open_store(path) as store:

@@ -1,4 +1,5 @@
-"""`spool flush`: deliver what a spool holds now, to Scale GP (credentials from `SGP_*`), then exit.
+"""`spool flush`: deliver what a spool holds now, then exit: an `sgp` spool to Scale GP (credentials from `SGP_*`), an
+`otlp` spool by OTLP/HTTP (endpoint and headers from `OTEL_EXPORTER_OTLP_*`).
 
 Exit 0 when nothing is pending at the end (dead letters do not count), 1 when spans remain (the backend is down or
 the timeout ran out: they stay on disk), 2 when retrying cannot help (missing or refused credentials, a base URL that
@@ -38,7 +39,9 @@ def flush(
 ) -> None:
     """Deliver everything pending now, then exit.
 
-    Sends to Scale GP with SGP_API_KEY, SGP_ACCOUNT_ID and SGP_CLIENT_BASE_URL. Exit 0: nothing pending; 1: spans
+    An sgp spool goes to Scale GP with SGP_API_KEY, SGP_ACCOUNT_ID and SGP_CLIENT_BASE_URL; an otlp spool to the
+    OTLP/HTTP endpoint OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (or OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces, default
+    http://localhost:4318/v1/traces) with OTEL_EXPORTER_OTLP_HEADERS. Exit 0: nothing pending; 1: spans
     remain (kept on disk: the backend is down or the timeout ran out); 2: retrying cannot help (credentials missing
     or refused, no span API at the base URL), bad usage or no spool at the path. A progress bar shows on a terminal.
     """
@@ -47,30 +50,43 @@ def flush(
         if problems := store.check_cheap():
             raise SpoolCorruptError(p, "; ".join(problems[:3]))
         before = store.stats()
+        fmt = store.file_format()
     if batch_size is not None and not 1 <= batch_size <= 1000:
         fail(f"--batch-size must be 1..1000, got {batch_size}")
     if not timeout >= 0:
         fail(f"--timeout must be >= 0, got {timeout}")
     import asyncio
 
-    from .._sink import SGPSink
     from ._flush import quiet_logs, run_flush
 
     config = SpoolConfig() if batch_size is None else SpoolConfig(batch_size=batch_size)
     if before.pending == 0:  # nothing to send: no sink, no SDK import (a second or two)
         result = {"ok": True, "delivered": 0, "pending": 0, "dead": before.dead, "last_error": None}
         _done(result, as_json)
+    otlp = fmt == "otlp"
     try:
-        sink = SGPSink()
+        sink = _sink(otlp)
         with quiet_logs(), naming_damage(p):
             result = asyncio.run(run_flush(p, sink, config, timeout, batch_size, progress=sys.stderr.isatty()))
     except CredentialsError as exc:
-        fail(f"credentials refused ({exc}); fix SGP_API_KEY / SGP_ACCOUNT_ID (spans kept)")
+        fix = "OTEL_EXPORTER_OTLP_HEADERS" if otlp else "SGP_API_KEY / SGP_ACCOUNT_ID"
+        fail(f"credentials refused ({exc}); fix {fix} (spans kept)")
     except EndpointError as exc:
-        fail(f"{exc}; fix SGP_CLIENT_BASE_URL (spans kept)")
+        fail(f"{exc}; fix {'OTEL_EXPORTER_OTLP_ENDPOINT' if otlp else 'SGP_CLIENT_BASE_URL'} (spans kept)")
     except KeyboardInterrupt:
         fail("interrupted; what was not delivered stays in the spool", 130)
     _done(result, as_json)
+
+
+def _sink(otlp: bool) -> Any:
+    """The sink for the file's format, from the environment (raises `SpoolConfigError` when it is incomplete)."""
+    if otlp:
+        from .._otlpsink import OTLPSink
+
+        return OTLPSink()
+    from .._sink import SGPSink
+
+    return SGPSink()
 
 
 def _done(result: dict[str, Any], as_json: bool) -> NoReturn:

@@ -1,5 +1,8 @@
 """`spool import`: append span items from JSON lines to a spool (created if missing), validated as `put` does.
 
+Lines are SGP items, or OTLP/JSON objects `{"resource", "scope", "span"}` (what `spool export` writes for an `otlp`
+spool); the first line says which, and a new file takes that format.
+
 Rows are keyed by `(trace_id, id)`, so importing a file twice leaves one row per span (identical bytes do not even
 bump the row's version), and `spool export` of the result gives the same lines back. A line without `id` gets one
 derived from its bytes (not a random one), for the same reason. A bad line is reported with its number and skipped.
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
 import sqlite3
 import sys
 import uuid
@@ -20,7 +24,7 @@ import orjson
 import typer
 
 from .._config import SpoolConfig
-from .._errors import SpoolCorruptError
+from .._errors import SpoolConfigError, SpoolCorruptError
 from .._items import Encoded, encode_item
 from .._store import Store
 from ._boundary import error_line, naming_damage
@@ -28,7 +32,7 @@ from ._common import PathOption, app, fail, resolve_path
 from ._format import plural
 from ._progress import progress
 
-__all__ = ["import_", "import_lines", "parse_line"]
+__all__ = ["import_", "import_lines", "parse_line", "parse_otlp_line", "sniff_format"]
 
 CHUNK = 1000
 MAX_REPORTED = 100
@@ -47,12 +51,36 @@ def parse_line(line: bytes, max_item_bytes: int) -> Encoded:
     return encode_item(item, max_item_bytes)
 
 
+def parse_otlp_line(line: bytes, max_item_bytes: int) -> Encoded:
+    """One OTLP/JSON line -> an encoded `otlp` row. Raises `ValueError` with the reason."""
+    from .._otlpcodec import row_from_json
+
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+    enc = row_from_json(obj)
+    if len(enc.body) > max_item_bytes:
+        raise ValueError(f"span is {len(enc.body)} bytes; at most {max_item_bytes} are allowed")
+    return enc
+
+
+def sniff_format(line: bytes) -> str:
+    """`otlp` for a line that is an OTLP/JSON object (it has a "span" object), else `sgp`."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return "sgp"
+    return "otlp" if isinstance(obj, dict) and isinstance(obj.get("span"), dict) else "sgp"
+
+
 def import_lines(
     lines: Iterable[bytes],
     store: Store,
     max_item_bytes: int,
     on_error: Callable[[int, str], None],
     on_chunk: Callable[[int], None] = lambda n: None,
+    parse: Callable[[bytes, int], Encoded] = parse_line,
 ) -> collections.Counter[str]:
     """Parse numbered `lines` (blank ones ignored) and append valid items to `store` in chunks of `CHUNK`; report
     each bad line to `on_error(lineno, reason)` and skip it; `on_chunk(bytes read)` after each chunk. Returns the
@@ -76,7 +104,7 @@ def import_lines(
         if not line.strip():
             continue
         try:
-            batch.append(parse_line(line, max_item_bytes))
+            batch.append(parse(line, max_item_bytes))
         except (ValueError, TypeError) as exc:
             counts["skipped"] += 1
             on_error(lineno, str(exc))
@@ -119,6 +147,25 @@ def import_(
     except BaseException:
         f.close()
         raise
+    head: list[bytes] = []  # the lines up to the first that is not blank: it says the format
+    for line in f:
+        head.append(line)
+        if line.strip():
+            break
+    fmt = sniff_format(head[-1]) if head else None
+    try:
+        with naming_damage(p):
+            have = store.claim_format(fmt)
+    except SpoolConfigError:
+        have = store.file_format()
+        store.close()
+        f.close()
+        fail(f"{p} holds {have} spans; these lines are {fmt} spans (import them into another file)")
+    except BaseException:
+        store.close()
+        f.close()
+        raise
+    parse = parse_otlp_line if have == "otlp" else parse_line
     shown = 0
 
     def report(lineno: int, reason: str) -> None:
@@ -129,7 +176,7 @@ def import_(
 
     try:
         with naming_damage(p), f, progress("importing", size, unit="bytes") as advance:
-            n = import_lines(f, store, config.max_item_bytes, report, advance)
+            n = import_lines(itertools.chain(head, f), store, config.max_item_bytes, report, advance, parse)
     except (sqlite3.Error, OSError) as exc:
         fail(f"import stopped: {error_line(exc)} (spans appended before it are kept)")
     finally:

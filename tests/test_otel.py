@@ -1,0 +1,372 @@
+"""OpenTelemetry: the real SDK (`TracerProvider`, spans with attributes, events, links, status, a resource) through
+`SpoolSpanProcessor` and `SpoolSpanExporter` into the real receiver over OTLP/HTTP (and to Scale GP's API), and the
+faults: a process killed with SIGKILL, a collector that is down, a 400 for one span, a 401, a partial success."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FAST, poll
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from typer.testing import CliRunner
+
+from spool import OTLPSink, SGPSink, Spool, SpoolConfigError
+from spool.cli import _register, app
+from spool.otel import SpoolSpanExporter, SpoolSpanProcessor
+from spool.testing import Receiver
+
+_register()  # every command on `app`
+
+
+@pytest.fixture
+def otlp(receiver: Receiver) -> OTLPSink:
+    return OTLPSink(receiver.url + "/v1/traces")
+
+
+@pytest.fixture
+def provider() -> Iterator[TracerProvider]:
+    tp = TracerProvider(resource=Resource.create({"service.name": "checkout", "deployment.environment": "test"}))
+    yield tp
+    tp.shutdown()
+
+
+def _trace(provider: TracerProvider) -> dict[str, Any]:
+    """A parent with a child that has an event, a link and an error status; returns what was made."""
+    tracer = provider.get_tracer("shop.orders", "2.1")
+    with tracer.start_as_current_span("place-order", kind=SpanKind.SERVER, attributes={"order.id": 42}) as parent:  # noqa: SIM117
+        with tracer.start_as_current_span(
+            "charge",
+            attributes={"amount": 9.5, "tags": ["a", "b"]},
+            links=[Link(parent.get_span_context(), {"why": "x"})],
+        ) as child:
+            child.add_event("retry", {"attempt": 2})
+            child.set_status(Status(StatusCode.ERROR, "card declined"))
+    return {"parent": parent, "child": child}
+
+
+def _ids(span: Any) -> tuple[str, str]:
+    ctx = span.get_span_context()
+    return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
+
+
+def _attrs(kvs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {kv["key"]: next(iter(kv["value"].values())) for kv in kvs}
+
+
+def _check_otlp(receiver: Receiver, made: dict[str, Any]) -> None:
+    spans = receiver.spans
+    parent, child = spans[_ids(made["parent"])], spans[_ids(made["child"])]
+    assert parent["span"]["name"] == "place-order" and child["span"]["name"] == "charge"
+    assert child["span"]["parentSpanId"] == _ids(made["parent"])[1]
+    assert "parentSpanId" not in parent["span"]
+    assert parent["span"]["kind"] == 2  # SPAN_KIND_SERVER
+    assert int(child["span"]["startTimeUnixNano"]) == made["child"].start_time
+    assert int(child["span"]["endTimeUnixNano"]) == made["child"].end_time
+    assert _attrs(parent["span"]["attributes"]) == {"order.id": "42"}  # int64 in OTLP JSON: a string
+    assert _attrs(child["span"]["attributes"])["amount"] == 9.5
+    assert child["span"]["events"][0]["name"] == "retry"
+    assert child["span"]["links"][0]["spanId"] == _ids(made["parent"])[1]
+    assert child["span"]["status"] == {"code": 2, "message": "card declined"}
+    resource = _attrs(parent["resource"]["attributes"])
+    assert resource["service.name"] == "checkout" and resource["deployment.environment"] == "test"
+    assert parent["scope"] == {"name": "shop.orders", "version": "2.1"}
+
+
+def test_processor_delivers_real_sdk_spans_by_otlp(
+    receiver: Receiver, otlp: OTLPSink, provider: TracerProvider, spool_path: Path
+) -> None:
+    proc = SpoolSpanProcessor(spool_path, sink=otlp, config=FAST)
+    provider.add_span_processor(proc)
+    made = _trace(provider)
+    assert proc.force_flush(20_000)
+    _check_otlp(receiver, made)
+    stats = proc.stats()
+    assert stats is not None and stats.format == "otlp" and stats.pending == 0 and stats.delivered_total == 2
+    assert len(receiver.batches) == 1  # both spans in one request, grouped under one resource and scope
+    proc.shutdown()
+    proc.shutdown()  # twice: fine
+    provider.get_tracer("late").start_span("after").end()
+    assert proc.dropped == 1
+
+
+def test_exporter_behind_batch_processor(
+    receiver: Receiver, otlp: OTLPSink, provider: TracerProvider, spool_path: Path
+) -> None:
+    exporter = SpoolSpanExporter(spool_path, sink=otlp, config=FAST)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    made = _trace(provider)
+    assert provider.force_flush(20_000)
+    assert exporter.force_flush(20_000)
+    _check_otlp(receiver, made)
+
+
+def _pending(path: Path) -> int:
+    """Rows pending in the file, read by a connection of its own."""
+    from spool._store import Store
+
+    store = Store(path, readonly=True)
+    try:
+        return store.stats().pending
+    finally:
+        store.close()
+
+
+def _spans(provider: TracerProvider, n: int, name: str = "s") -> list[Any]:
+    tracer = provider.get_tracer("t")
+    out = []
+    for i in range(n):
+        with tracer.start_as_current_span(f"{name}{i}") as s:
+            pass
+        out.append(s)
+    return out
+
+
+def test_exporter_success_means_on_disk(tmp_path: Path, provider: TracerProvider) -> None:
+    path = tmp_path / "s.db"
+    exporter = SpoolSpanExporter(path, sink=OTLPSink("http://127.0.0.1:9/v1/traces"), config=FAST)
+    assert exporter.export(_spans(provider, 5)) is SpanExportResult.SUCCESS
+    assert _pending(path) == 5  # committed when export returned: nothing had to be delivered
+    exporter.shutdown()
+    assert exporter.export(_spans(provider, 1)) is SpanExportResult.FAILURE  # after shutdown: refused, counted
+    assert exporter.dropped == 1
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExportResult
+    from spool import OTLPSink
+    from spool.otel import SpoolSpanExporter
+
+    exporter = SpoolSpanExporter(sys.argv[1], sink=OTLPSink("http://127.0.0.1:9/v1/traces"))
+    tracer = TracerProvider().get_tracer("child")
+    while True:
+        spans = []
+        for _ in range(20):
+            with tracer.start_as_current_span("work") as s:
+                pass
+            spans.append(s)
+        if exporter.export(spans) is SpanExportResult.SUCCESS:
+            print(" ".join(f"{s.context.span_id:016x}" for s in spans), flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_loses_no_span_whose_export_succeeded(tmp_path: Path, receiver: Receiver, otlp: OTLPSink) -> None:
+    path = tmp_path / "s.db"
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(path)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    acked: set[str] = set()
+    try:
+        while len(acked) < 400:
+            line = child.stdout.readline()
+            assert line, f"the child exited with {child.wait()}"
+            acked.update(line.split())
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+    import anyio
+
+    async def flush() -> bool:
+        async with Spool(path, sink=otlp, config=FAST) as sp:
+            return await sp.flush(30)
+
+    assert anyio.run(flush)
+    delivered = {span_id for _, span_id in receiver.spans}
+    assert acked <= delivered, f"{len(acked - delivered)} acknowledged spans lost"
+
+
+def test_collector_down_keeps_everything_until_spool_flush(
+    tmp_path: Path, provider: TracerProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "s.db"
+    proc = SpoolSpanProcessor(path, sink=OTLPSink("http://127.0.0.1:9/v1/traces"), config=FAST)
+    provider.add_span_processor(proc)
+    _spans(provider, 30)
+    assert not proc.force_flush(300)  # the collector is down: nothing delivered, nothing lost
+    proc.shutdown()
+    assert _pending(path) == 30
+    stats = CliRunner().invoke(app, ["stats", "--json", "--path", str(path)])
+    assert json.loads(stats.stdout)["format"] == "otlp"
+    with Receiver() as rx:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.url)
+        out = CliRunner().invoke(app, ["flush", "--path", str(path)])
+        assert out.exit_code == 0, out.output
+        assert len(rx.spans) == 30
+    assert _pending(path) == 0
+
+
+def test_a_400_for_one_span_dead_letters_that_span_only(
+    receiver: Receiver, otlp: OTLPSink, provider: TracerProvider, spool_path: Path
+) -> None:
+    receiver.reject_if = lambda row: "poisoned" if row["span"]["name"] == "s3" else None
+    proc = SpoolSpanProcessor(spool_path, sink=otlp, config=FAST)
+    provider.add_span_processor(proc)
+    _spans(provider, 8)
+    assert proc.force_flush(20_000)
+    assert sorted(row["span"]["name"] for row in receiver.spans.values()) == [f"s{i}" for i in range(8) if i != 3]
+    stats = proc.stats()
+    assert stats is not None and stats.dead == 1 and stats.pending == 0
+    listed = CliRunner().invoke(app, ["dead", "list", "--json", "--path", str(spool_path)])
+    assert listed.exit_code == 0, listed.output
+    assert [d["status"] for d in json.loads(listed.stdout)] == [400]
+
+
+def test_401_pauses_and_keeps(receiver: Receiver, provider: TracerProvider, spool_path: Path) -> None:
+    receiver.api_key = "right"
+    proc = SpoolSpanProcessor(spool_path, sink=OTLPSink(receiver.url + "/v1/traces"), config=FAST)
+    provider.add_span_processor(proc)
+    _spans(provider, 4)
+    assert poll(lambda: proc.spool.metrics(gauges=False)["credentials_refused"])
+    stats = proc.stats()
+    assert stats is not None and stats.pending == 4 and stats.dead == 0
+    assert stats.last_error is not None and "credentials refused" in stats.last_error
+    proc.shutdown()
+    sink = OTLPSink(receiver.url + "/v1/traces", headers={"x-api-key": "right"})
+    fixed = SpoolSpanProcessor(spool_path, sink=sink, config=FAST)
+    assert fixed.force_flush(20_000)
+    assert len(receiver.spans) == 4
+    fixed.shutdown()
+
+
+def test_partial_success_is_counted_not_retried(
+    receiver: Receiver, otlp: OTLPSink, provider: TracerProvider, spool_path: Path
+) -> None:
+    receiver.otlp_partial = True
+    receiver.reject_if = lambda row: "too old" if row["span"]["name"] in ("s1", "s2") else None
+    proc = SpoolSpanProcessor(spool_path, sink=otlp, config=FAST)
+    provider.add_span_processor(proc)
+    _spans(provider, 5)
+    assert proc.force_flush(20_000)
+    assert proc.spool.metrics(gauges=False)["partial_rejected"] == 2
+    assert len(receiver.spans) == 3 and receiver.requests == 1
+    stats = proc.stats()
+    assert stats is not None and stats.pending == 0 and stats.dead == 0
+
+
+def test_otel_spans_to_scale_gp(receiver: Receiver, provider: TracerProvider, spool_path: Path) -> None:
+    sink = SGPSink(api_key="k", account_id="a", base_url=receiver.url)
+    proc = SpoolSpanProcessor(spool_path, sink=sink, config=FAST)
+    provider.add_span_processor(proc)
+    tracer = provider.get_tracer("llm")
+    with (
+        tracer.start_as_current_span("agent") as parent,
+        tracer.start_as_current_span(
+            "chat", attributes={"input.value": '{"question": "hi"}', "output.value": "hello", "gen_ai.system": "x"}
+        ) as child,
+    ):
+        child.set_status(Status(StatusCode.ERROR, "rate limited"))
+    with tracer.start_as_current_span(
+        "genai", attributes={"gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": "q"}
+    ):
+        pass
+    assert proc.force_flush(20_000)
+    items = {item["name"]: item for item in receiver.spans.values()}
+    chat = items["chat"]
+    assert (chat["trace_id"], chat["id"]) == _ids(child)
+    assert chat["parent_id"] == _ids(parent)[1] and items["agent"]["parent_id"] is None
+    assert chat["input"] == {"question": "hi"} and chat["output"] == {"value": "hello"}
+    assert chat["status"] == "ERROR" and chat["metadata"]["error_message"] == "rate limited"
+    assert chat["metadata"]["gen_ai.system"] == "x"
+    assert chat["metadata"]["otel.resource"]["service.name"] == "checkout"
+    assert chat["start_timestamp"].endswith("+00:00")
+    assert items["genai"]["input"] == {"messages": [{"role": "user", "content": "q"}]}
+    assert proc.stats().format == "sgp"  # type: ignore[union-attr]
+    proc.shutdown()
+
+
+def test_a_file_of_the_other_format_is_a_config_error(tmp_path: Path, receiver: Receiver) -> None:
+    path = tmp_path / "s.db"
+    proc = SpoolSpanProcessor(path, sink=SGPSink(api_key="k", account_id="a", base_url=receiver.url), config=FAST)
+    proc.shutdown()
+    with pytest.raises(SpoolConfigError, match=r"holds sgp spans.*OTLPSink|holds sgp spans.*SGPSink"):
+        SpoolSpanProcessor(path, sink=OTLPSink(receiver.url + "/v1/traces"))
+
+
+def test_export_import_round_trip(tmp_path: Path, provider: TracerProvider) -> None:
+    path = tmp_path / "s.db"
+    exporter = SpoolSpanExporter(path, sink=OTLPSink("http://127.0.0.1:9/v1/traces"), config=FAST)
+    made = _trace(provider)
+    exporter.export([made["parent"], made["child"]])
+    exporter.shutdown()
+    runner = CliRunner()
+    out = tmp_path / "spans.jsonl"
+    assert runner.invoke(app, ["export", str(out), "--path", str(path)]).exit_code == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {line["span"]["name"] for line in lines} == {"place-order", "charge"}
+    assert all(len(line["span"]["traceId"]) == 32 for line in lines)
+    back = runner.invoke(app, ["import", str(out), "--path", str(tmp_path / "new.db")])
+    assert back.exit_code == 0, back.output
+    assert "2 new" in back.stdout
+    again = tmp_path / "again.jsonl"
+    assert runner.invoke(app, ["export", str(again), "--path", str(tmp_path / "new.db")]).exit_code == 0
+    assert again.read_text() == out.read_text()
+    wrong = runner.invoke(app, ["import", str(out), "--path", str(tmp_path / "sgp.db")])
+    assert wrong.exit_code == 0  # a new file takes the lines' format
+    sgp_line = tmp_path / "sgp.jsonl"
+    sgp_line.write_text(
+        json.dumps({"trace_id": "t", "id": "i", "name": "n", "start_timestamp": "2026-01-01T00:00:00Z"})
+    )
+    refused = runner.invoke(app, ["import", str(sgp_line), "--path", str(tmp_path / "new.db")])
+    assert refused.exit_code != 0 and "holds otlp spans" in refused.output
+
+
+def test_receiver_takes_otlp_json(receiver: Receiver) -> None:
+    import httpx
+
+    trace, span = "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174"
+    doc = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "curl"}}]},
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "manual"},
+                        "spans": [
+                            {
+                                "traceId": trace,
+                                "spanId": span,
+                                "name": "hello",
+                                "kind": 1,
+                                "startTimeUnixNano": "1",
+                                "endTimeUnixNano": "2",
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
+    resp = httpx.post(receiver.url + "/v1/traces", json=doc)
+    assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
+    assert receiver.spans[(trace, span)]["span"]["name"] == "hello"
+    bad = httpx.post(
+        receiver.url + "/v1/traces", content=b"\xff\xff", headers={"content-type": "application/x-protobuf"}
+    )
+    assert bad.status_code == 400
+
+
+def test_import_spool_stays_free_of_opentelemetry() -> None:
+    code = (
+        "import sys, spool; spool.OTLPSink; spool.Spool; spool.SGPSink;"
+        "from spool.cli import app;"
+        "bad = sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'google.protobuf')));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -115,12 +115,12 @@ def partial_rejected(body: bytes) -> tuple[int, str]:
     try:
         for number, wire, start, end in fields(body):
             if number == 1 and wire == 2:
-                rejected, message = 0, ""
-                for n2, w2, s2, e2 in fields(body[start:end]):
+                rejected, message, inner = 0, "", body[start:end]
+                for n2, w2, s2, e2 in fields(inner):
                     if n2 == 1 and w2 == 0:
                         rejected = s2
                     elif n2 == 2 and w2 == 2:
-                        message = body[s2:e2].decode("utf-8", "replace")
+                        message = inner[s2:e2].decode("utf-8", "replace")
                 return rejected, message
     except ValueError:
         pass

@@ -27,6 +27,8 @@ Sections (`--only` takes their names):
   prompt object for all) and a 1 KB message each, produced at ~5,000 spans/s while the backend takes 5 ms per request,
   and a growing-context chatbot (50 conversations x 40 turns, a 50 KB prompt + 2 KB per message, all different);
   peak RSS, backlog, drain time, disk bytes per span, against an in-memory queue holding the same spans.
+- `otel`: `SpoolSpanProcessor.on_end` against `BatchSpanProcessor.on_end`, client CPU per span of `OTLPSink` against
+  the official OTLP/HTTP exporter, and SDK -> delivered -> deleted spans/s (scripts/bench_otel.py says how).
 
 Subprocess scenarios print one JSON line; `--child NAME ARGS_JSON` runs one (internal).
 """
@@ -62,7 +64,7 @@ from spool._store import Store
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
-SECTIONS = ("hot", "append", "delivery", "e2e", "replay", "lag", "memory", "agents")
+SECTIONS = ("hot", "append", "delivery", "e2e", "replay", "lag", "memory", "agents", "otel")
 
 
 # -- payloads --------------------------------------------------------------------------------------------------------
@@ -1114,6 +1116,41 @@ def table(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     ),
                 )
             )
+    if o := res.get("otel"):
+        e, d, x = o["on_end"], o["otlp"], o["e2e"]
+        ours, theirs = e["SpoolSpanProcessor.on_end"], e["BatchSpanProcessor.on_end"]
+        rows.append(
+            (
+                "otel: SpoolSpanProcessor.on_end p50 / p99",
+                f"{ours['p50_us']:.2f} / {ours['p99_us']:.2f} µs",
+                f"BatchSpanProcessor.on_end {theirs['p50_us']:.2f} / {theirs['p99_us']:.2f} µs",
+                f"p50 {e['p50_ratio']:.1f}x (<= 3x {mark(e['p50_ratio'] <= 3)})",
+            )
+        )
+        rows.append(
+            (
+                "otel: OTLP client CPU per span, OTLPSink",
+                f"{d['OTLPSink_cpu_us_per_span']:.1f} µs",
+                f"OTLPSpanExporter {d['OTLPSpanExporter_cpu_us_per_span']:.1f} µs",
+                f"{d['cpu_ratio']:.1f}x less (>= 2x {mark(d['cpu_ratio'] >= 2)})",
+            )
+        )
+        rows.append(
+            (
+                "otel: OTLP client CPU per span, spool drain",
+                f"{d['spool_drain_cpu_us_per_span']:.1f} µs (+{d['encode_cpu_us_per_span']:.1f} µs encoding at commit)",
+                "the same",
+                f"{d['cpu_ratio_drain']:.1f}x less; {d['cpu_ratio_with_encoding']:.1f}x with encoding",
+            )
+        )
+        rows.append(
+            (
+                "otel: SDK -> delivered -> deleted",
+                f"{x['spans_per_s']:,.0f} spans/s",
+                f"the app ended {x['app_spans_per_s']:,.0f}/s",
+                f">= 10k {mark(x['spans_per_s'] >= 10_000)}",
+            )
+        )
     return rows
 
 
@@ -1193,6 +1230,7 @@ def params(quick: bool) -> dict[str, Any]:
             "lag": (0.5, 1),
             "memory": 20_000,
             "agents": 0.05,
+            "otel": (2_000, 2, 5_000),
         }
     return {
         "hot": (20_000, 5),
@@ -1203,6 +1241,7 @@ def params(quick: bool) -> dict[str, Any]:
         "lag": (5.0, 3),
         "memory": 1_000_000,
         "agents": 1.0,
+        "otel": (10_000, 4, 50_000),
     }
 
 
@@ -1227,6 +1266,10 @@ async def run_async(sections: list[str], p: dict[str, Any], tmp: Path, rx: Recei
             res[name] = await asyncio.to_thread(bench_memory, p["memory"], tmp)
         elif name == "agents":
             res[name] = await asyncio.to_thread(bench_agents, p["agents"], tmp, rx)
+        elif name == "otel":
+            from bench_otel import bench_otel
+
+            res[name] = await asyncio.to_thread(bench_otel, *p["otel"], tmp, rx)
         res[name]["elapsed_s"] = time.perf_counter() - t0
         print(f"   {name} took {res[name]['elapsed_s']:.1f} s", file=sys.stderr, flush=True)
     return res

@@ -98,11 +98,21 @@ def split_row(row: bytes) -> tuple[bytes, bytes, list[bytes]]:
 
 def request_body(rows: Sequence[bytes]) -> bytes:
     """An `ExportTraceServiceRequest` of `rows`: one `ResourceSpans` per resource, one `ScopeSpans` per scope in it,
-    in the order first seen."""
+    in the order first seen. A row with the same resource and scope as the one before (the common case: one
+    application, one instrumentation) is taken by comparing its head in place; any other row is parsed."""
     groups: dict[bytes, dict[bytes, list[bytes]]] = {}
+    res = scope = b""
+    spans: list[bytes] = []
     for row in rows:
-        resource, scope, spans = split_row(row)
-        groups.setdefault(resource, {}).setdefault(scope, []).extend(spans)
+        if res and row.startswith(res) and row[len(res) : len(res) + 1] == b"\x12":
+            size, at = _read_varint(row, len(res) + 1)
+            end = at + len(scope)
+            if at + size == len(row) and row.startswith(scope, at) and row[end : end + 1] == b"\x12":
+                spans.append(row[end:])  # the span field(s) after the same head
+                continue
+        res, scope, found = split_row(row)
+        spans = groups.setdefault(res, {}).setdefault(scope, [])
+        spans.extend(found)
     return b"".join(
         field(1, resource + b"".join(field(2, scope + b"".join(spans)) for scope, spans in scopes.items()))
         for resource, scopes in groups.items()

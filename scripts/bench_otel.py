@@ -138,6 +138,8 @@ def bench_otlp(spans: list[Any], rounds: int, tmp: Path, rx: Any) -> dict[str, A
             for i in range(0, n, batch):
                 sink.send_blocking(bodies[i : i + batch], timeout=30)
             sink_only.append((time.process_time() - c0) / n * 1e6)
+            if rx.stats()["spans"] < n:
+                raise RuntimeError(f"otlp round {r}: OTLPSink did not deliver everything ({rx.stats()})")
             rx.reset()
             c0 = time.process_time()
             for i in range(0, n, batch):

@@ -31,6 +31,7 @@ def test_readme_block_runs_and_delivers(code: str, tmp_path: Path, receiver: Rec
         "SGP_API_KEY": "readme-key",
         "SGP_ACCOUNT_ID": "readme-account",
         "SGP_CLIENT_BASE_URL": receiver.url,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
         "SPOOL_PATH": str(tmp_path / "default.db"),
         "SPOOL_SHUTDOWN_TIMEOUT": "30",
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-__all__ = ["field", "fields", "partial_rejected", "request_body", "resource_spans", "split_row"]
+__all__ = ["field", "fields", "partial_rejected", "request_body", "resource_spans", "span_name", "split_row"]
 
 
 def _varint(n: int) -> bytes:
@@ -117,6 +117,23 @@ def request_body(rows: Sequence[bytes]) -> bytes:
         field(1, resource + b"".join(field(2, scope + b"".join(spans)) for scope, spans in scopes.items()))
         for resource, scopes in groups.items()
     )
+
+
+def span_name(row: bytes) -> str | None:
+    """The name of the (first) span of a stored row; None when the bytes are not such a row."""
+    try:
+        _, _, spans = split_row(row)
+        if not spans:
+            return None
+        span = spans[0]
+        for _, _, start, end in fields(span):  # the field(2, ...) wrapper: its content is the span
+            for number, wire, s2, e2 in fields(span[start:end]):
+                if number == 5 and wire == 2:
+                    return span[start:end][s2:e2].decode("utf-8", "replace")
+            return None
+    except ValueError:
+        pass
+    return None
 
 
 def partial_rejected(body: bytes) -> tuple[int, str]:

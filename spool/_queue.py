@@ -129,8 +129,8 @@ _trace_of, _span_of, _body_of = operator.itemgetter(0), operator.itemgetter(1), 
 
 
 # What a dead letter's body says, in SQL: an `sgp` body is JSON (it starts with `{`); an `otlp` body is protobuf,
-# which SQLite's JSON functions refuse, holds no name they could read, and is always a finished span.
-_NAME = "(CASE WHEN substr(body, 1, 1) = X'7B' THEN json_extract(body, '$.name') END)"
+# which SQLite's JSON functions refuse (`otlp_name` reads its name), and is always a finished span.
+_NAME = "(CASE WHEN substr(body, 1, 1) = X'7B' THEN json_extract(body, '$.name') ELSE otlp_name(body) END)"
 _ENDED = "(CASE WHEN substr(body, 1, 1) = X'7B' THEN json_extract(body, '$.end_timestamp') IS NOT NULL ELSE 1 END)"
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from ._blobs import key64, whole
 from ._errors import SpoolConfigError, SpoolCorruptError, SpoolError, SpoolSchemaError
+from ._otlpwire import span_name
 from ._storebase import StoreBase
 
 __all__ = ["FORMATS", "SCHEMA_VERSION", "SINK_FOR", "WHOLE_BODY", "Schema", "register_functions", "span_key"]
@@ -131,8 +132,10 @@ def span_key(trace_id: str, span_id: str) -> int:
 
 
 def register_functions(db: sqlite3.Connection) -> None:
-    """The SQL functions a spool's statements use (`span_key`, and `spool_body` of `WHOLE_BODY`)."""
+    """The SQL functions a spool's statements use (`span_key`, `spool_body` of `WHOLE_BODY`, and `otlp_name`: the
+    name in an `otlp` row, for its dead letter)."""
     db.create_function("span_key", 2, span_key, deterministic=True)
+    db.create_function("otlp_name", 1, span_name, deterministic=True)
     db.create_function("spool_body", 3, _spool_body, deterministic=True)
 
 

@@ -224,7 +224,7 @@ def test_a_400_for_one_span_dead_letters_that_span_only(
     assert stats is not None and stats.dead == 1 and stats.pending == 0
     listed = CliRunner().invoke(app, ["dead", "list", "--json", "--path", str(spool_path)])
     assert listed.exit_code == 0, listed.output
-    assert [d["status"] for d in json.loads(listed.stdout)] == [400]
+    assert [(d["status"], d["name"]) for d in json.loads(listed.stdout)] == [(400, "s3")]
 
 
 def test_401_pauses_and_keeps(receiver: Receiver, provider: TracerProvider, spool_path: Path) -> None:

@@ -361,6 +361,25 @@ def test_receiver_takes_otlp_json(receiver: Receiver) -> None:
     assert bad.status_code == 400
 
 
+@pytest.mark.parametrize("command", [["stats"], ["stats", "--json"], ["dead", "list"], ["check"]])
+def test_commands_that_send_no_otlp_import_no_opentelemetry(tmp_path: Path, command: list[str]) -> None:
+    path = tmp_path / "s.db"
+    exporter = SpoolSpanExporter(path, sink=OTLPSink("http://127.0.0.1:9/v1/traces"), config=FAST)
+    exporter.export(_spans(TracerProvider(), 3))
+    exporter.shutdown()
+    code = (
+        "import sys; from spool.cli import main;"
+        f"sys.argv = ['spool', *{command!r}, '--path', {str(path)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'google.protobuf')))\n"
+        "print(bad, code); sys.exit(1 if bad or code else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    if command == ["stats"]:
+        assert "otlp" in done.stdout
+
+
 def test_import_spool_stays_free_of_opentelemetry() -> None:
     code = (
         "import sys, spool; spool.OTLPSink; spool.Spool; spool.SGPSink;"

@@ -1,6 +1,7 @@
-"""`spool receiver`: the project's local Scale GP-compatible span endpoint, for development and offline capture.
+"""`spool receiver`: the project's local span endpoint, for development and offline capture.
 
-It serves `PUT /v5/spans/batch` with the real API's validation and upsert rules (`spool.testing.Receiver`), can append
+It serves Scale GP's `PUT /v5/spans/batch` with the real API's validation and upsert rules and OTLP/HTTP's
+`POST /v1/traces` (protobuf or JSON) (`spool.testing.Receiver`), can append
 what it accepts to a JSONL file (which `spool import` reads back), and has the test-suite's fault switches on
 `POST /_control`. It is not a production server: one process, spans kept in memory.
 """
@@ -24,6 +25,8 @@ Example: spool receiver --port 8321 --out captured.jsonl
   then, in another shell:
   export SGP_CLIENT_BASE_URL=http://127.0.0.1:8321 SGP_API_KEY=local SGP_ACCOUNT_ID=local
   spool flush
+  or, for an OpenTelemetry application (OTLP/HTTP):
+  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:8321 python app.py
 \b
 Fault switches (what the tests use), e.g. fail the next 3 requests with 503:
   curl -X POST http://127.0.0.1:8321/_control -d '{"fail_status": 503, "fail_count": 3}'
@@ -46,9 +49,10 @@ def receiver(
         bool, typer.Option("--keys-only", help="Keep only each span's key and end (for millions of spans).")
     ] = False,
 ) -> None:
-    """Run a local Scale GP-compatible span receiver.
+    """Run a local span receiver: Scale GP's API and OTLP/HTTP.
 
-    Serves PUT /v5/spans/batch until Ctrl-C; --out appends what it accepts to a file (created 0600).
+    Serves PUT /v5/spans/batch and POST /v1/traces until Ctrl-C; --out appends what it accepts to a file (created
+    0600): SGP items, or one OTLP/JSON object per span.
     """
     from .._receiver import Receiver
 

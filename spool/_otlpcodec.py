@@ -20,6 +20,7 @@ except ImportError as exc:  # pragma: no cover - the dev environment has it
 
 from ._items import Encoded
 from ._otlpwire import field, resource_spans
+from ._otlpwire import varint as _varint
 
 __all__ = ["OTLPEncoder", "encode_span", "request_rows", "response_body", "row_from_json", "row_to_json"]
 
@@ -31,24 +32,10 @@ _pack_d, _pack_q, _pack_i = struct.Struct("<d").pack, struct.Struct("<Q").pack, 
 _U64 = (1 << 64) - 1
 
 
-def _varint(n: int) -> bytes:
-    if n < 0x80:
-        return _BYTE[n]
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_BYTE = [bytes((i,)) for i in range(256)]
-
-
 def _ld(tag: bytes, data: bytes) -> bytes:
     """A length-delimited field: its tag byte(s), the length, the bytes."""
     n = len(data)
-    return tag + (_BYTE[n] if n < 0x80 else _varint(n)) + data
+    return tag + _varint(n) + data
 
 
 def _text(v: str) -> bytes:
@@ -129,7 +116,7 @@ def encode_span(span: Any) -> bytes:
     if span.name:
         out.append(_ld(b"\x2a", _text(span.name)))
     kind = int(span.kind.value) + 1  # the SDK's INTERNAL is 0, OTLP's SPAN_KIND_INTERNAL 1
-    out.append(b"\x30" + _BYTE[kind])
+    out.append(b"\x30" + _varint(kind))
     if span.start_time:
         out.append(b"\x39" + _pack_q(span.start_time))
     if span.end_time:
@@ -156,7 +143,7 @@ def encode_span(span: Any) -> bytes:
     code = int(status.status_code.value) if status is not None else 0
     message = (status.description or "") if status is not None else ""
     out.append(
-        _ld(b"\x7a", (_ld(b"\x12", _text(message)) if message else b"") + (b"\x18" + _BYTE[code] if code else b""))
+        _ld(b"\x7a", (_ld(b"\x12", _text(message)) if message else b"") + (b"\x18" + _varint(code) if code else b""))
     )
     out.append(b"\x85\x01" + _pack_i(_flags(ctx, parent)))
     return b"".join(out)

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 import orjson
 
-from ._errors import CredentialsError, DeliveryError, EndpointError, RejectedError, SpoolConfigError, TransientError
+from ._errors import DeliveryError, SpoolConfigError
 from ._otlpwire import partial_rejected, request_body
-from ._sink import HttpSink, _detail, _retry_after
+from ._sink import HttpSink, classify_response
 
 if TYPE_CHECKING:
     import httpx
@@ -28,7 +28,6 @@ log = logging.getLogger("spool")
 
 DEFAULT_ENDPOINT = "http://localhost:4318/v1/traces"
 _TRANSIENT = frozenset({429, 502, 503, 504})
-_CREDENTIALS = frozenset({401, 403})
 
 
 def otlp_endpoint(environ: Mapping[str, str] = os.environ) -> str:
@@ -66,18 +65,11 @@ def classify_otlp(status: int, body: bytes, retry_after: str | None = None, url:
     `RejectedError` (the batch is split, the bad span dead-lettered). Other 5xx, which the spec calls not retryable,
     are `TransientError` here: dead-lettering a batch on a server's passing fault would cost every span of it a
     replay, and a cool-down keeps them."""
-    if 200 <= status < 300:
-        return None
-    detail = _detail(body)
-    msg = f"HTTP {status}: {detail}"
-    if status in _CREDENTIALS:
-        return CredentialsError(msg, status=status, detail=detail)
-    if status == 404:
-        where = f" at {url}" if url is not None else ""
-        return EndpointError(f"no OTLP traces endpoint{where} (HTTP 404: {detail})", status=status, detail=detail)
-    if 400 <= status < 500 and status not in _TRANSIENT and status != 408:
-        return RejectedError(msg, status=status, detail=detail)
-    return TransientError(msg, status=status, detail=detail, retry_after=_retry_after(retry_after))
+    return classify_response(status, body, retry_after, url, rejected=_rejected, api="OTLP traces endpoint")
+
+
+def _rejected(status: int) -> bool:
+    return 400 <= status < 500 and status not in _TRANSIENT and status != 408
 
 
 class OTLPSink(HttpSink):

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-__all__ = ["field", "fields", "partial_rejected", "request_body", "resource_spans", "span_name", "split_row"]
+__all__ = ["field", "fields", "partial_rejected", "request_body", "resource_spans", "span_name", "split_row", "varint"]
 
 
-def _varint(n: int) -> bytes:
+_BYTE = [bytes((i,)) for i in range(256)]
+"""Each byte value as a one-byte `bytes` (a tag, a short length)."""
+
+
+def varint(n: int) -> bytes:
+    """`n` (unsigned) as a protobuf varint."""
+    if n < 0x80:
+        return _BYTE[n]
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -24,7 +31,7 @@ def _varint(n: int) -> bytes:
 def field(number: int, data: bytes) -> bytes:
     """One length-delimited field: tag, length, bytes."""
     n = len(data)
-    return bytes(((number << 3) | 2,)) + (bytes((n,)) if n < 0x80 else _varint(n)) + data
+    return varint((number << 3) | 2) + varint(n) + data
 
 
 def _read_varint(buf: bytes, i: int) -> tuple[int, int]:

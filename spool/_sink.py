@@ -13,7 +13,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import orjson
@@ -84,13 +84,19 @@ def _detail(body: bytes) -> str:
 
 
 def classify_response(
-    status: int, body: bytes, retry_after: str | None = None, url: object = None
+    status: int,
+    body: bytes,
+    retry_after: str | None = None,
+    url: object = None,
+    *,
+    rejected: Callable[[int], bool] = _REJECTED.__contains__,
+    api: str = "span API",
 ) -> DeliveryError | None:
     """None for a 2xx; otherwise the error that says what the failure means for the batch.
 
     401/403 -> `CredentialsError`; 404 -> `EndpointError` (a wrong base URL: configuration, not the spans' fault;
-    `url` is named in its message); 400/409/413/422 -> `RejectedError`; everything else (408, 429, 5xx, other
-    unexpected codes) -> `TransientError` carrying `Retry-After`.
+    `url` and `api` are named in its message); 400/409/413/422 (the statuses `rejected` holds) -> `RejectedError`;
+    everything else (408, 429, 5xx, other unexpected codes) -> `TransientError` carrying `Retry-After`.
     """
     if 200 <= status < 300:
         return None
@@ -100,8 +106,8 @@ def classify_response(
         return CredentialsError(msg, status=status, detail=detail)
     if status == 404:
         where = f" at {url}" if url is not None else ""
-        return EndpointError(f"no span API{where} (HTTP 404: {detail})", status=status, detail=detail)
-    if status in _REJECTED:
+        return EndpointError(f"no {api}{where} (HTTP 404: {detail})", status=status, detail=detail)
+    if rejected(status):
         return RejectedError(msg, status=status, detail=detail)
     return TransientError(msg, status=status, detail=detail, retry_after=_retry_after(retry_after))
 

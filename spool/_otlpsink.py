@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import orjson
 
-from ._errors import DeliveryError, SpoolConfigError
+from ._errors import DeliveryError, RejectedError, SpoolConfigError
 from ._otlpwire import partial_rejected, request_body
 from ._sink import HttpSink, classify_response
 
@@ -119,7 +119,12 @@ class OTLPSink(HttpSink):
         return self._url, self._headers
 
     def _body(self, items: Sequence[bytes]) -> bytes:
-        return request_body(items)
+        """The request; a row that is not OTLP protobuf is a `RejectedError` (the batch is split, the row
+        dead-lettered): retrying could never send it."""
+        try:
+            return request_body(items)
+        except ValueError as exc:
+            raise RejectedError(f"a row is not an OTLP span ({exc})", detail=str(exc)) from None
 
     def send_blocking(self, items: Sequence[bytes], *, timeout: float) -> None:
         super().send_blocking(items, timeout=min(timeout, self.timeout) if self.timeout else timeout)

@@ -71,7 +71,7 @@ class Spool:
     `last_error`; `heal=False` raises `SpoolCorruptError` instead and never moves the file (for tools).
 
     A file holds one storage format (`format`: `sgp`, or `otlp` for OpenTelemetry spans), fixed when it is created:
-    the sink's `format`, else the `format` argument, else `sgp`. The constructor opens (or creates) the file and may
+    the sink's `format`, else `sgp`. The constructor opens (or creates) the file and may
     raise `SpoolError` subclasses (`SpoolConfigError` for a sink of the other format) or `OSError`.
     """
 
@@ -83,16 +83,16 @@ class Spool:
         config: SpoolConfig | None = None,
         sleep: Sleep = asyncio.sleep,
         heal: bool = True,
-        format: str | None = None,
     ) -> None:
         self.config = config or SpoolConfig()
         self.path = Path(path) if path is not None else default_path()
         self._store: Store = open_store_healing(self.path, self.config, heal=heal)[0]
         try:
-            self.format: str = self._store.claim_format(getattr(sink, "format", None) or format)
+            self.format: str = self._store.claim_format(getattr(sink, "format", None))
         except BaseException:
             self._store.close()
             raise
+        self._otlp = self.format == "otlp"  # `put` takes SGP items only; OpenTelemetry spans come by `put_later`
         self._db = DbThread()
         self._sink = sink
         self._reader = Reader(self.path)
@@ -135,23 +135,28 @@ class Spool:
         When the bytes queued and not yet committed (waiting, or in a commit not yet done) would pass
         `max_pending_bytes` (the disk is slower than the producers), the item is dropped and counted
         (`dropped_memory`), logged at most once a minute.
-        Raises `ValueError` / `TypeError` (naming the key) for an invalid item, `SpoolClosedError` after close.
+        Raises `ValueError` / `TypeError` (naming the key) for an invalid item or an `otlp` spool,
+        `SpoolClosedError` after close.
         """
-        if self._closed:
-            raise SpoolClosedError(f"spool {self.path} is closed")
+        if self._closed or self._otlp:
+            self._refuse()
         # A burst (or a stalled disk): keep waiting bodies at their size, not orjson's 4+ KiB (`compact`).
         compact = len(self._pending) > 512
         # `encode_item`, unrolled (one call less): the common case, else every check and its error message.
         enc = encode_fast(item, self._max_item_bytes, None, compact) if type(item) is dict else None
         if enc is None:
             enc = encode_checked(item, self._max_item_bytes, compact=compact)
-        running = _get_running_loop()
-        if running is not None and running is not self._loop and not self._owner_alive():
-            self._bind(running)
         row: Encoded | Split = enc
         if len(enc.body) >= MIN_BODY:  # a large item: its repeated string (a system prompt) is kept once
             row = self._blobs.split(enc, item)
         self._enqueue(row)
+
+    def _refuse(self) -> None:
+        if self._closed:
+            raise SpoolClosedError(f"spool {self.path} is closed")
+        raise ValueError(
+            f"{self.path} is an otlp spool: it takes OpenTelemetry spans (spool.otel.SpoolSpanProcessor), not SGP items"
+        )
 
     def put_later(self, obj: Any, encode: Callable[[Any], Encoded]) -> None:
         """Queue `obj`, to be encoded by `encode(obj)` on the database thread just before its commit (an
@@ -160,13 +165,13 @@ class Spool:
         `SpoolClosedError` after close. An `encode` that raises loses the span: logged, counted as `unencodable`."""
         if self._closed:
             raise SpoolClosedError(f"spool {self.path} is closed")
-        running = _get_running_loop()
-        if running is not None and running is not self._loop and not self._owner_alive():
-            self._bind(running)
         self._later = True
         self._enqueue(Later("", "", True, _LATER_BODY, obj, encode))
 
     def _enqueue(self, row: Encoded | Split | Later) -> None:
+        running = _get_running_loop()
+        if running is not None and running is not self._loop and not self._owner_alive():
+            self._bind(running)
         size = len(row.body)
         if self._pending_bytes + self._committing_bytes + size > self._max_pending_bytes:
             self._memory_drops += 1

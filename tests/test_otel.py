@@ -389,3 +389,30 @@ def test_import_spool_stays_free_of_opentelemetry() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_an_otlp_spool_refuses_sgp_items_and_dead_letters_a_broken_row(
+    tmp_path: Path, receiver: Receiver, otlp: OTLPSink, provider: TracerProvider
+) -> None:
+    import anyio
+
+    from spool._items import Encoded
+    from spool._otlpcodec import OTLPEncoder
+    from spool._store import Store
+
+    path = tmp_path / "s.db"
+    store = Store(path, FAST)
+    store.claim_format("otlp")
+    encode = OTLPEncoder().encode
+    store.append([encode(s) for s in _spans(provider, 3)] + [Encoded("t" * 32, "s" * 16, True, b"\xff\xfe not otlp")])
+    store.close()
+
+    async def go() -> tuple[bool, Any]:
+        async with Spool(path, sink=otlp, config=FAST) as sp:
+            with pytest.raises(ValueError, match="otlp spool"):
+                sp.put({"trace_id": "t", "id": "i", "name": "n", "start_timestamp": "2026-01-01T00:00:00Z"})
+            return await sp.flush(30), await sp.stats()
+
+    ok, stats = anyio.run(go)
+    assert ok and stats.dead == 1 and stats.pending == 0
+    assert len(receiver.spans) == 3

@@ -4,6 +4,7 @@ faults: a process killed with SIGKILL, a collector that is down, a 400 for one s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -28,6 +29,8 @@ from spool.otel import SpoolSpanExporter, SpoolSpanProcessor
 from spool.testing import Receiver
 
 _register()  # every command on `app`
+
+DOWN = dataclasses.replace(FAST, shutdown_timeout=0.0)  # for spools whose collector is down: close without waiting
 
 
 @pytest.fixture
@@ -135,7 +138,7 @@ def _spans(provider: TracerProvider, n: int, name: str = "s") -> list[Any]:
 
 def test_exporter_success_means_on_disk(tmp_path: Path, provider: TracerProvider) -> None:
     path = tmp_path / "s.db"
-    exporter = SpoolSpanExporter(path, sink=OTLPSink("http://127.0.0.1:9/v1/traces"), config=FAST)
+    exporter = SpoolSpanExporter(path, sink=OTLPSink("http://127.0.0.1:9/v1/traces"), config=DOWN)
     assert exporter.export(_spans(provider, 5)) is SpanExportResult.SUCCESS
     assert _pending(path) == 5  # committed when export returned: nothing had to be delivered
     exporter.shutdown()
@@ -195,7 +198,7 @@ def test_collector_down_keeps_everything_until_spool_flush(
     tmp_path: Path, provider: TracerProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "s.db"
-    proc = SpoolSpanProcessor(path, sink=OTLPSink("http://127.0.0.1:9/v1/traces"), config=FAST)
+    proc = SpoolSpanProcessor(path, sink=OTLPSink("http://127.0.0.1:9/v1/traces"), config=DOWN)
     provider.add_span_processor(proc)
     _spans(provider, 30)
     assert not proc.force_flush(300)  # the collector is down: nothing delivered, nothing lost
@@ -229,7 +232,7 @@ def test_a_400_for_one_span_dead_letters_that_span_only(
 
 def test_401_pauses_and_keeps(receiver: Receiver, provider: TracerProvider, spool_path: Path) -> None:
     receiver.api_key = "right"
-    proc = SpoolSpanProcessor(spool_path, sink=OTLPSink(receiver.url + "/v1/traces"), config=FAST)
+    proc = SpoolSpanProcessor(spool_path, sink=OTLPSink(receiver.url + "/v1/traces"), config=DOWN)
     provider.add_span_processor(proc)
     _spans(provider, 4)
     assert poll(lambda: proc.spool.metrics(gauges=False)["credentials_refused"])
@@ -300,7 +303,7 @@ def test_a_file_of_the_other_format_is_a_config_error(tmp_path: Path, receiver: 
 
 def test_export_import_round_trip(tmp_path: Path, provider: TracerProvider) -> None:
     path = tmp_path / "s.db"
-    exporter = SpoolSpanExporter(path, sink=OTLPSink("http://127.0.0.1:9/v1/traces"), config=FAST)
+    exporter = SpoolSpanExporter(path, sink=OTLPSink("http://127.0.0.1:9/v1/traces"), config=DOWN)
     made = _trace(provider)
     exporter.export([made["parent"], made["child"]])
     exporter.shutdown()
@@ -364,7 +367,7 @@ def test_receiver_takes_otlp_json(receiver: Receiver) -> None:
 @pytest.mark.parametrize("command", [["stats"], ["stats", "--json"], ["dead", "list"], ["check"]])
 def test_commands_that_send_no_otlp_import_no_opentelemetry(tmp_path: Path, command: list[str]) -> None:
     path = tmp_path / "s.db"
-    exporter = SpoolSpanExporter(path, sink=OTLPSink("http://127.0.0.1:9/v1/traces"), config=FAST)
+    exporter = SpoolSpanExporter(path, sink=OTLPSink("http://127.0.0.1:9/v1/traces"), config=DOWN)
     exporter.export(_spans(TracerProvider(), 3))
     exporter.shutdown()
     code = (

@@ -94,7 +94,7 @@ def bench_otlp(spans: list[Any], rounds: int, tmp: Path, rx: Any) -> dict[str, A
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     from spool import OTLPSink, Spool, SpoolConfig
-    from spool._otlpcodec import OTLPEncoder
+    from spool._otlpencode import OTLPEncoder
     from spool._store import Store
 
     n, batch = len(spans), 512

@@ -40,7 +40,7 @@ class _Front:
         self._engine = SyncSpoolTracingProcessor(path, sink if sink is not None else OTLPSink(), config)
         self._spool = self._engine.spool
         if self._spool.format == "otlp":
-            from ._otlpcodec import OTLPEncoder
+            from ._otlpencode import OTLPEncoder
 
             self._encode: Any = OTLPEncoder().encode
         else:

@@ -400,7 +400,7 @@ def test_an_otlp_spool_refuses_sgp_items_and_dead_letters_a_broken_row(
     import anyio
 
     from spool._items import Encoded
-    from spool._otlpcodec import OTLPEncoder
+    from spool._otlpencode import OTLPEncoder
     from spool._store import Store
 
     path = tmp_path / "s.db"

@@ -1,5 +1,5 @@
-"""The OTLP encoder against protobuf's own serializer (differential, over generated spans), and the OTLP JSON
-mapping both ways."""
+"""The OTLP encoder against protobuf's own serializer (differential, over generated spans, resources and scopes),
+and the OTLP JSON mapping both ways (spool._otlpcodec)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Link, SpanKind, StatusCode
 from opentelemetry.trace import Status as OtelStatus
 
-from spool._otlpcodec import OTLPEncoder, encode_span, row_from_json, row_to_json
+from spool._otlpcodec import row_from_json, row_to_json
+from spool._otlpencode import OTLPEncoder, encode_span
 
 
 def _pb_value(v: Any) -> AnyValue:
@@ -122,3 +123,24 @@ def test_rows_to_otlp_json_and_back() -> None:
     assert line["span"]["traceId"] == row.trace_id and line["span"]["spanId"] == row.span_id
     assert line["scope"] == {"name": "lib", "version": "1.2"}
     assert row_from_json(line) == row  # the same key and the same bytes back
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    attrs=_attrs.filter(lambda a: all(_text_ok(k) and (not isinstance(v, str) or _text_ok(v)) for k, v in a.items())),
+    name=st.text(max_size=10).filter(_text_ok),
+    version=st.sampled_from(["", "1.0"]),
+)
+def test_resource_and_scope_heads_are_what_protobuf_writes(attrs: dict[str, Any], name: str, version: str) -> None:
+    from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope as PbScope
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource as PbResource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from spool._otlpwire import field
+
+    encoder = OTLPEncoder()
+    resource = Resource(attrs)
+    assert encoder._head(resource, True) == field(1, PbResource(attributes=_pb_attrs(attrs)).SerializeToString())
+    scope = InstrumentationScope(name, version, None, attrs)
+    expected = PbScope(name=name, version=version, attributes=_pb_attrs(attrs)).SerializeToString()
+    assert encoder._head(scope, False) == field(1, expected)

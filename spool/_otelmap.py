@@ -21,7 +21,6 @@ _KINDS = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 _ERROR = 2  # opentelemetry.trace.StatusCode.ERROR
 _INPUT_KEYS = ("input.value", "gen_ai.input.messages", "gen_ai.prompt")
 _OUTPUT_KEYS = ("output.value", "gen_ai.output.messages", "gen_ai.completion")
-_GENAI_INDEXED = (("gen_ai.prompt.", "input"), ("gen_ai.completion.", "output"))
 
 
 def _time(ns: int | None) -> _dt.datetime | None:
@@ -39,7 +38,7 @@ def _payload(value: Any) -> dict[str, Any]:
             pass
         else:
             return parsed if isinstance(parsed, dict) else {"value": parsed}
-    return {"value": list(value) if isinstance(value, tuple) else value}
+    return {"value": value}
 
 
 def _io(attrs: Mapping[str, Any], keys: tuple[str, ...], indexed: str) -> dict[str, Any]:
@@ -62,14 +61,14 @@ def otel_to_sgp(span: Any) -> dict[str, Any]:
     ctx = span.context
     parent = span.parent
     attrs: Mapping[str, Any] = span.attributes or {}
-    metadata: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()}
+    metadata: dict[str, Any] = dict(attrs)  # (the SDK's sequences are tuples: JSON arrays to orjson)
     metadata["otel.kind"] = _KINDS[span.kind.value] if 0 <= span.kind.value < len(_KINDS) else str(span.kind)
     scope = span.instrumentation_scope
     if scope is not None and scope.name:
         metadata["otel.scope"] = scope.name
     resource = getattr(span.resource, "attributes", None)
     if resource:
-        metadata["otel.resource"] = {k: list(v) if isinstance(v, tuple) else v for k, v in resource.items()}
+        metadata["otel.resource"] = dict(resource)
     status = "SUCCESS"
     if span.status is not None and span.status.status_code.value == _ERROR:
         status = "ERROR"
@@ -84,8 +83,8 @@ def otel_to_sgp(span: Any) -> dict[str, Any]:
         "name": span.name,
         "start_timestamp": start,
         "end_timestamp": end if end is not None and start is not None and end >= start else start,
-        "input": _io(attrs, _INPUT_KEYS, _GENAI_INDEXED[0][0]),
-        "output": _io(attrs, _OUTPUT_KEYS, _GENAI_INDEXED[1][0]),
+        "input": _io(attrs, _INPUT_KEYS, "gen_ai.prompt."),
+        "output": _io(attrs, _OUTPUT_KEYS, "gen_ai.completion."),
         "metadata": metadata,
         "status": status,
     }

@@ -270,7 +270,13 @@ def test_otel_spans_to_scale_gp(receiver: Receiver, provider: TracerProvider, sp
     with (
         tracer.start_as_current_span("agent") as parent,
         tracer.start_as_current_span(
-            "chat", attributes={"input.value": '{"question": "hi"}', "output.value": "hello", "gen_ai.system": "x"}
+            "chat",
+            attributes={
+                "input.value": '{"question": "hi"}',
+                "output.value": "hello",
+                "gen_ai.system": "x",
+                "tags": ("a", "b"),
+            },
         ) as child,
     ):
         child.set_status(Status(StatusCode.ERROR, "rate limited"))
@@ -285,7 +291,7 @@ def test_otel_spans_to_scale_gp(receiver: Receiver, provider: TracerProvider, sp
     assert chat["parent_id"] == _ids(parent)[1] and items["agent"]["parent_id"] is None
     assert chat["input"] == {"question": "hi"} and chat["output"] == {"value": "hello"}
     assert chat["status"] == "ERROR" and chat["metadata"]["error_message"] == "rate limited"
-    assert chat["metadata"]["gen_ai.system"] == "x"
+    assert chat["metadata"]["gen_ai.system"] == "x" and chat["metadata"]["tags"] == ["a", "b"]
     assert chat["metadata"]["otel.resource"]["service.name"] == "checkout"
     assert chat["start_timestamp"].endswith("+00:00")
     assert items["genai"]["input"] == {"messages": [{"role": "user", "content": "q"}]}

@@ -85,6 +85,7 @@ class OTLPSink(HttpSink):
 
     format: ClassVar[str] = "otlp"
     endpoint_setting: ClassVar[str] = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT"
+    credentials_setting: ClassVar[str] = "OTEL_EXPORTER_OTLP_HEADERS"
     _method: ClassVar[str] = "POST"
 
     def __init__(

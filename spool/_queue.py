@@ -134,8 +134,9 @@ _NAME = "(CASE WHEN substr(body, 1, 1) = X'7B' THEN json_extract(body, '$.name')
 _ENDED = "(CASE WHEN substr(body, 1, 1) = X'7B' THEN json_extract(body, '$.end_timestamp') IS NOT NULL ELSE 1 END)"
 
 
-def body_bytes(rows: Sequence[Row] | Sequence[Any]) -> int:
-    """The bytes of the bodies of `rows`, with no Python step per row."""
+def body_bytes(rows: Sequence[Any]) -> int:
+    """The bytes of the bodies of `rows` (anything with its body at index 3: rows, and the spool's `Later`), with no
+    Python step per row."""
     return sum(map(len, map(_body_of, rows)))
 
 

@@ -125,6 +125,8 @@ class HttpSink:
     """The storage format of the spool files this sink delivers (`sgp` or `otlp`)."""
     endpoint_setting: ClassVar[str]
     """Where an operator sets the URL (named when the server has no such endpoint)."""
+    credentials_setting: ClassVar[str]
+    """Where an operator sets the credentials (named when the server refuses them)."""
     _method: ClassVar[str] = "POST"
 
     def __init__(self) -> None:
@@ -230,6 +232,7 @@ class SGPSink(HttpSink):
 
     format: ClassVar[str] = "sgp"
     endpoint_setting: ClassVar[str] = "SGP_CLIENT_BASE_URL"
+    credentials_setting: ClassVar[str] = "SGP_API_KEY / SGP_ACCOUNT_ID"
     _method: ClassVar[str] = "PUT"
 
     def __init__(self, api_key: str | None = None, account_id: str | None = None, base_url: str | None = None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -18,6 +18,9 @@ from .._config import SpoolConfig
 from .._errors import CredentialsError, EndpointError, SpoolCorruptError
 from ._boundary import naming_damage
 from ._common import PathOption, app, fail, open_store
+
+if TYPE_CHECKING:
+    from .._sink import HttpSink
 
 __all__ = ["flush"]
 
@@ -63,24 +66,22 @@ def flush(
     if before.pending == 0:  # nothing to send: no sink, no SDK import (a second or two)
         result = {"ok": True, "delivered": 0, "pending": 0, "dead": before.dead, "last_error": None}
         _done(result, as_json)
-    otlp = fmt == "otlp"
+    sink = _sink(fmt)
     try:
-        sink = _sink(otlp)
         with quiet_logs(), naming_damage(p):
             result = asyncio.run(run_flush(p, sink, config, timeout, batch_size, progress=sys.stderr.isatty()))
     except CredentialsError as exc:
-        fix = "OTEL_EXPORTER_OTLP_HEADERS" if otlp else "SGP_API_KEY / SGP_ACCOUNT_ID"
-        fail(f"credentials refused ({exc}); fix {fix} (spans kept)")
+        fail(f"credentials refused ({exc}); fix {sink.credentials_setting} (spans kept)")
     except EndpointError as exc:
-        fail(f"{exc}; fix {'OTEL_EXPORTER_OTLP_ENDPOINT' if otlp else 'SGP_CLIENT_BASE_URL'} (spans kept)")
+        fail(f"{exc}; fix {sink.endpoint_setting} (spans kept)")
     except KeyboardInterrupt:
         fail("interrupted; what was not delivered stays in the spool", 130)
     _done(result, as_json)
 
 
-def _sink(otlp: bool) -> Any:
+def _sink(fmt: str) -> HttpSink:
     """The sink for the file's format, from the environment (raises `SpoolConfigError` when it is incomplete)."""
-    if otlp:
+    if fmt == "otlp":
         from .._otlpsink import OTLPSink
 
         return OTLPSink()

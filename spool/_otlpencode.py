@@ -10,6 +10,7 @@ from typing import Any
 
 from ._items import Encoded
 from ._otlpwire import field, resource_spans
+from ._otlpwire import ld as _ld
 from ._otlpwire import varint as _varint
 
 __all__ = ["OTLPEncoder", "encode_span"]
@@ -19,12 +20,6 @@ _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
 
 _pack_d, _pack_q, _pack_i = struct.Struct("<d").pack, struct.Struct("<Q").pack, struct.Struct("<I").pack
 _U64 = (1 << 64) - 1
-
-
-def _ld(tag: bytes, data: bytes) -> bytes:
-    """A length-delimited field: its tag byte(s), the length, the bytes."""
-    n = len(data)
-    return tag + _varint(n) + data
 
 
 def _text(v: str) -> bytes:

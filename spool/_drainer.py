@@ -23,8 +23,6 @@ import collections
 import concurrent.futures
 import contextlib
 import logging
-import os
-import socket
 import sqlite3
 import threading
 import time
@@ -37,6 +35,7 @@ from typing import Any, ParamSpec, TypeVar
 from ._config import SpoolConfig
 from ._dbthread import DbThread, Workers
 from ._errors import CredentialsError, DeliveryError, EndpointError, RejectedError, TransientError
+from ._leases import new_owner
 from ._policy import RoundPolicy
 from ._retry import Sleep, retrying
 from ._sink import BlockingSink, Sink
@@ -57,8 +56,9 @@ counted."""
 
 @dataclass(slots=True)
 class _Lease:
-    """One claim's lease: its id, when it ends (`time.time()`; an estimate taken before the store set it, so never
-    later than the stored one), whether it was lost (gone when we renewed it) or ended by a completion."""
+    """One claim's lease: its id, when it ends (on `time.monotonic()`: an estimate taken before the store set it, so
+    never later than the stored one, and no step of the wall clock moves it), whether it was lost (gone when we
+    renewed it) or ended by a completion."""
 
     id: int
     until: float
@@ -95,8 +95,8 @@ def _unlinked(exc: E) -> E:
 
 
 def _new_owner() -> str:
-    """A lease owner name unique to this drainer in this process: host, pid, random."""
-    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+    """A lease owner name unique to this drainer in this process: host, pid, process start, machine, random."""
+    return str(new_owner())
 
 
 def _request_bytes(rows: Sequence[Claimed]) -> int:
@@ -255,7 +255,7 @@ class Drainer:
         assert self._slots is not None
         await self._prepare()
         async with self._slots:
-            until = time.time() + self._config.lease_seconds  # taken before the claim: never later
+            until = time.monotonic() + self._config.lease_seconds  # taken before the claim: never later
             rows = await self._claim(batch_size, False)
             return not rows or await self._deliver_claim(rows, _Lease(rows[0].lease, until))
 
@@ -274,7 +274,9 @@ class Drainer:
                     rows: Sequence[Claimed] = nxt.rows
                     lease_until, nxt.rows = nxt.until, []
                     if not rows:
-                        lease_until = time.time() + self._config.lease_seconds  # taken before the claim: never later
+                        lease_until = (
+                            time.monotonic() + self._config.lease_seconds
+                        )  # taken before the claim: never later
                         rows = await self._claim(batch_size, force)
                     if not rows:
                         return
@@ -378,7 +380,7 @@ class Drainer:
             except Exception as exc:  # a sink bug is not a reason to lose or drop spans
                 return rows, lease, TransientError(f"sink raised {type(exc).__name__}: {exc}"), requests, False
             requests += 1
-            until = time.time() + cfg.lease_seconds  # taken before the claim: never later
+            until = time.monotonic() + cfg.lease_seconds  # taken before the claim: never later
             size = nxt.size if not stop.is_set() and (nxt.force or not self.policy.paused()) else 0
             done = self._db.submit(
                 self._counted(self._store.complete_and_claim),
@@ -435,7 +437,7 @@ class Drainer:
         """Less than `request_timeout` (plus a margin) of `lease` is left: renew it before the next request."""
         cfg = self._config
         margin = min(1.0, (cfg.lease_seconds - cfg.request_timeout) / 2)
-        return lease.until - time.time() < cfg.request_timeout + margin
+        return lease.until - time.monotonic() < cfg.request_timeout + margin
 
     def _too_big(self, rows: Sequence[Claimed]) -> bool:
         """A batch of several at least as big as one already refused with 413: split it before sending."""
@@ -461,7 +463,7 @@ class Drainer:
         """`Store.complete_and_claim` in one trip to the DB thread: ends `lease`, and the next batch (none while
         paused) goes to `nxt`. The completion happens even if we are cancelled (shielded); rows claimed by an
         abandoned call are given back."""
-        until = time.time() + self._config.lease_seconds  # taken before the claim: never later
+        until = time.monotonic() + self._config.lease_seconds  # taken before the claim: never later
         cfg = self._config
         fut = self._db.submit(
             self._counted(self._store.complete_and_claim),
@@ -576,7 +578,7 @@ class Drainer:
         is left. A lease that ran out and was taken over is lost: no rows are ours to send (returns empty)."""
         cfg = self._config
         if not lease.lost and self._lease_short(lease):
-            until = time.time() + cfg.lease_seconds
+            until = time.monotonic() + cfg.lease_seconds
             lease.lost = not await self._db(self._store.renew, lease.id, cfg.lease_seconds)
             lease.until = until
         return () if lease.lost else rows

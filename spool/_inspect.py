@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._leases import LeaseBook, Owner
 from ._schema import WHOLE_BODY
 from ._stats import SpoolStats
 from ._storebase import StoreBase, _heals, _id_filter, _read, spool_files
@@ -95,6 +96,22 @@ class Inspection(StoreBase):
         """(pending, inflight, oldest enqueue time), read in one statement."""
         pending, inflight, oldest = self._db.execute(STATS_SQL, (time.time(),)).fetchone()[:3]
         return pending, inflight, oldest
+
+    def leased(self) -> list[dict[str, Any]]:
+        """Who holds pending rows now, by owner: `{"host", "pid", "spans", "until"}` (`until`: epoch seconds), most
+        spans first; leases of processes of this host that no longer run are left out (they are void)."""
+        book = LeaseBook()
+        out = []
+        for owner, spans, until in self._db.execute(
+            """SELECT l.owner, count(*), max(l.until) FROM leases AS l JOIN spans AS s ON s.seq BETWEEN l.lo AND l.hi
+               GROUP BY l.owner ORDER BY count(*) DESC"""
+        ):
+            parsed = Owner.parse(owner)
+            if parsed is not None and book.alive(owner) is False:
+                continue
+            host, pid = (parsed.host, parsed.pid) if parsed is not None else (owner.split(":")[0], None)
+            out.append({"host": host, "pid": pid, "spans": spans, "until": until})
+        return out
 
     @_heals
     def stats(self, extra_dropped: int = 0) -> SpoolStats:

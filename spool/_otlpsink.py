@@ -150,8 +150,11 @@ def _json_partial(body: bytes) -> tuple[int, str]:
     try:
         parsed = orjson.loads(body)
         part = parsed.get("partialSuccess") or parsed.get("partial_success") or {}
-        return int(part.get("rejectedSpans") or part.get("rejected_spans") or 0), str(part.get("errorMessage") or "")
-    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        rejected = int(part.get("rejectedSpans") or part.get("rejected_spans") or 0)
+        if not 0 <= rejected < 1 << 63:  # not an int64 count: garbage
+            return 0, ""
+        return rejected, str(part.get("errorMessage") or "")
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError, OverflowError):
         return 0, ""
 
 

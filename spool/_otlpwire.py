@@ -57,6 +57,8 @@ def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
         i += 1
         result |= (b & 0x7F) << shift
         if b < 0x80:
+            if result >> 64:
+                raise ValueError("protobuf varint over 64 bits")
             return result, i
         shift += 7
         if shift > 63:
@@ -159,13 +161,15 @@ def span_name(row: bytes) -> str | None:
 
 def partial_rejected(body: bytes) -> tuple[int, str]:
     """`partial_success` of an `ExportTraceServiceResponse`: `(rejected_spans, error_message)`; (0, "") when it has
-    none or cannot be read."""
+    none or cannot be read (malformed protobuf, a count that is not a non-negative int64: garbage, never a count)."""
     try:
         for number, wire, start, end in fields(body):
             if number == 1 and wire == 2:
                 rejected, message, inner = 0, "", body[start:end]
                 for n2, w2, s2, e2 in fields(inner):
                     if n2 == 1 and w2 == 0:
+                        if s2 >> 63:  # an int64 count below zero, or garbage
+                            return 0, ""
                         rejected = s2
                     elif n2 == 2 and w2 == 2:
                         message = inner[s2:e2].decode("utf-8", "replace")

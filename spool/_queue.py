@@ -177,8 +177,8 @@ def _within(rows: list[Any], max_bytes: int) -> list[Any]:
 
 
 class Claimed(NamedTuple):
-    """One leased row: what was sent, which version of it, and the lease (a row of `leases`) that holds it. (A
-    NamedTuple: a claim builds one per row, on the store's thread, holding the GIL; a frozen dataclass costs ~4x as
+    """One leased row: what was sent, which version of which span, and the lease (a row of `leases`) that holds it.
+    (A NamedTuple: a claim builds one per row, on the store's thread, holding the GIL; a frozen dataclass costs ~4x as
     much to make.)"""
 
     seq: int
@@ -186,6 +186,8 @@ class Claimed(NamedTuple):
     attempts: int
     body: bytes
     lease: int
+    trace_id: str
+    span_id: str
 
 
 def _covered(live: Sequence[tuple[int, int]], seq: int) -> bool:
@@ -230,7 +232,20 @@ class Queue(StoreBase):
                 self._upsert(rows, t)  # type: ignore[arg-type]  # (no Split among them)
             self._bump("dropped_total", dropped + dropped_memory + lost)
             self._bump("dropped_memory", dropped_memory)
+            if dropped_memory or lost:
+                self._name_drops(dropped_memory, lost)
         return lost
+
+    def _name_drops(self, dropped_memory: int, lost: int) -> None:
+        """Drops at the disk cap or at `max_pending_bytes` are named in `last_error` (not only counted), in the
+        transaction that counts them. (Drops of a failing disk were named while it failed: see `Spool.stats`.)"""
+        why = [
+            f"{lost} by the {self.config.overflow} policy ({self.full})" if lost else "",
+            f"{dropped_memory} at max_pending_bytes={self.config.max_pending_bytes} (the disk did not keep up)"
+            if dropped_memory
+            else "",
+        ]
+        self._record_error(f"{dropped_memory + lost} spans dropped: " + "; ".join(filter(None, why)))
 
     def _upsert(self, rows: Sequence[Encoded], t: float) -> None:
         db = self._db
@@ -373,9 +388,14 @@ class Queue(StoreBase):
         return keep, lost
 
     def _live(self, now: float) -> list[tuple[int, int]]:
-        """The `seq` ranges of live leases, sorted, overlaps merged."""
+        """The `seq` ranges of live leases, sorted, overlaps merged; void leases (`LeaseBook.void`) are deleted first:
+        their rows are free again."""
+        db = self._db
+        leases = db.execute("SELECT id, owner, until FROM leases").fetchall()
+        if void := self.leases.void(leases, now, self.lease_bound):
+            db.executemany("DELETE FROM leases WHERE id = ?", [(v,) for v in void])
         out: list[tuple[int, int]] = []
-        for lo, hi in self._db.execute("SELECT lo, hi FROM leases WHERE until > ? ORDER BY lo", (now,)):
+        for lo, hi in db.execute("SELECT lo, hi FROM leases ORDER BY lo"):
             if out and lo <= out[-1][1] + 1:
                 out[-1] = (out[-1][0], max(out[-1][1], hi))
             else:
@@ -393,16 +413,23 @@ class Queue(StoreBase):
         db, now = self._db, time.time()
         if limit <= 0:
             return []
-        db.execute("DELETE FROM leases WHERE until <= ?", (now,))  # their rows are free again
         live = self._live(now)
         lease = random.getrandbits(62) + 1  # never reused: a holder whose lease expired cannot renew another's
-        cooled = "" if force else " AND next_attempt_at <= :now"
-        sql = f"""SELECT seq, version, attempts, {WHOLE_BODY}, :lease FROM spans
+        # (a cool-down further ahead than `cooldown_max` was set by a clock that was ahead: it counts as over)
+        cooled = "" if force else " AND (next_attempt_at <= :now OR next_attempt_at > :now + :cool)"
+        sql = f"""SELECT seq, version, attempts, {WHOLE_BODY}, :lease, trace_id, span_id FROM spans
                   WHERE seq > :after AND seq < :before{cooled} ORDER BY seq LIMIT :n"""
         after = -_MAX_SEQ - 1
         for lo, hi in [*live, (_MAX_SEQ, _MAX_SEQ)]:
             if lo > after + 1:
-                args = {"after": after, "before": lo, "now": now, "n": limit, "lease": lease}
+                args = {
+                    "after": after,
+                    "before": lo,
+                    "now": now,
+                    "n": limit,
+                    "lease": lease,
+                    "cool": self.config.cooldown_max,
+                }
                 if rows := _within(db.execute(sql, args).fetchall(), self.claim_bytes):
                     db.execute(
                         "INSERT INTO leases (id, owner, lo, hi, until) VALUES (?, ?, ?, ?, ?)",
@@ -414,10 +441,11 @@ class Queue(StoreBase):
 
     @_heals
     def attempt_failed(self, lease: int, seqs: Iterable[int], lease_seconds: float) -> None:
-        """Count one failed attempt on each row and renew the lease for the next one."""
+        """Count one failed attempt on each row and renew the lease for the next one (nothing, when the lease is no
+        longer ours: its rows may be another drainer's)."""
         with self._tx() as db:
-            db.executemany("UPDATE spans SET attempts = attempts + 1 WHERE seq = ?", [(s,) for s in seqs])
-            db.execute("UPDATE leases SET until = ? WHERE id = ?", (time.time() + lease_seconds, lease))
+            if db.execute("UPDATE leases SET until = ? WHERE id = ?", (time.time() + lease_seconds, lease)).rowcount:
+                db.executemany("UPDATE spans SET attempts = attempts + 1 WHERE seq = ?", [(s,) for s in seqs])
 
     @_heals
     def renew(self, lease: int, lease_seconds: float) -> bool:
@@ -451,44 +479,68 @@ class Queue(StoreBase):
             db.execute("DELETE FROM leases WHERE id = ?", (sent[0].lease,))
             return deleted, self._claim(owner, limit, lease_seconds, force)
 
+    def _holds(self, lease: int) -> bool:
+        """`lease` is still in the file, so its rows are still ours: a claim deletes a void lease before it takes the
+        rows that lease held, and a lease id is never used twice."""
+        return self._db.execute("SELECT 1 FROM leases WHERE id = ?", (lease,)).fetchone() is not None
+
     def _complete(self, sent: Sequence[Claimed]) -> int:
-        db, now = self._db, time.time()
-        keys = [(c.seq, c.version) for c in sent]
+        db = self._db
+        db.execute("DELETE FROM meta WHERE key IN ('last_error', 'last_error_at')")
+        if not sent or not self._holds(sent[0].lease):
+            return 0  # answered after its lease was given back or taken over: the rows may be another's now
+        keys = [(c.seq, c.version, c.trace_id, c.span_id) for c in sent]
+        match = "seq = ?1 AND version = ?2 AND trace_id = ?3 AND span_id = ?4"  # (a freed seq may be reused)
+        at = self._ended_at()
         self._ended_new += db.executemany(
-            """INSERT INTO ended_keys (key, at)
-               SELECT span_key(trace_id, span_id), ?3 FROM spans WHERE seq = ?1 AND version = ?2 AND is_end""",
-            [(*k, now) for k in keys],
+            f"INSERT INTO ended_keys (key, at) SELECT span_key(trace_id, span_id), ?5 FROM spans WHERE {match}"
+            " AND is_end",
+            [(*k, at) for k in keys],
         ).rowcount
         # (`rowcount`, not `total_changes`: a blob deleted with its last reference, by a trigger, is not a span)
-        deleted = db.executemany("DELETE FROM spans WHERE seq = ? AND version = ?", keys).rowcount
-        if self._ended_new > self.ended_keep // 16 or now > self._ended_forgot_at + 60:
-            self._forget_ends(now)
+        deleted = db.executemany(f"DELETE FROM spans WHERE {match}", keys).rowcount
+        mono = time.monotonic()
+        if self._ended_new > self.ended_keep // 16 or mono > self._ended_forgot_at + 60:
+            self._forget_ends(at)
+            self._ended_new, self._ended_forgot_at = 0, mono
         self._bump("delivered_total", deleted)
-        db.execute("DELETE FROM meta WHERE key IN ('last_error', 'last_error_at')")
         return deleted
 
-    def _forget_ends(self, now: float) -> None:
+    def _ended_at(self) -> float:
+        """The time an end delivered now is recorded at: this process's clock, but never before the record's newest
+        entry (so its oldest entries stay a prefix) and never further past it than this process has itself seen time
+        pass (monotonic) since it last recorded one: a clock hours ahead cannot age the record by hours."""
+        row = self._db.execute("SELECT at FROM ended_keys ORDER BY id DESC LIMIT 1").fetchone()
+        mono, last = time.monotonic(), self._ended_looked
+        self._ended_looked = mono
+        if row is None:
+            return time.time()
+        newest = float(row[0])
+        return newest if last is None else max(newest, min(time.time(), newest + (mono - last)))
+
+    def _forget_ends(self, newest: float) -> None:
         """Forget the ends past the record's bounds, in bulk (once a 16th of `ended_keep` more were recorded, or a
-        minute passed): the oldest are a prefix of `ended_keys`, and one pass over the index costs far less than a
-        deletion per recorded end."""
+        minute passed): beyond the last `ended_keep`, and older than `ENDED_SECONDS` before the record's `newest`
+        entry (never by one process's clock). The oldest are a prefix of `ended_keys`, and one pass over the index
+        costs far less than a deletion per recorded end."""
         db = self._db
         db.execute("DELETE FROM ended_keys WHERE id <= (SELECT max(id) FROM ended_keys) - ?", (self.ended_keep,))
         db.execute(
             """DELETE FROM ended_keys WHERE id < coalesce(
                 (SELECT id FROM ended_keys WHERE at >= ? ORDER BY id LIMIT 1), (SELECT max(id) + 1 FROM ended_keys))""",
-            (now - ENDED_SECONDS,),
+            (newest - ENDED_SECONDS,),
         )
-        self._ended_new, self._ended_forgot_at = 0, now
 
     @_heals
     def release(self, lease: int, seqs: Sequence[int] = (), next_attempt_at: float | None = None) -> None:
-        """End `lease`: its rows are free again; with `next_attempt_at`, `seqs` cool down until then."""
+        """End `lease`: its rows are free again; with `next_attempt_at`, `seqs` cool down until then (only while the
+        lease was ours: its rows may be another drainer's once it is gone)."""
         with self._tx() as db:
-            if next_attempt_at is not None:
+            held = db.execute("DELETE FROM leases WHERE id = ?", (lease,)).rowcount
+            if held and next_attempt_at is not None:
                 db.executemany(
                     "UPDATE spans SET next_attempt_at = ? WHERE seq = ?", [(float(next_attempt_at), s) for s in seqs]
                 )
-            db.execute("DELETE FROM leases WHERE id = ?", (lease,))
 
     @_heals
     def release_owner(self, owner: str) -> None:
@@ -499,15 +551,17 @@ class Queue(StoreBase):
     @_heals
     def to_dead(self, row: Claimed, status: int | None, detail: str | None) -> bool:
         """Move the sent version of a rejected row to the dead table. False if the row changed meanwhile (its newer
-        version is tried once the lease ends)."""
+        version is tried once the lease ends), or the lease is no longer ours."""
         with self._tx() as db:
+            if not self._holds(row.lease):
+                return False
             moved = db.execute(
                 f"""INSERT INTO dead (trace_id, span_id, name, body, status, detail, attempts, enqueued_at, failed_at,
                                      blob, blob_at)
                    SELECT trace_id, span_id, {_NAME}, body, ?, ?, attempts + 1, enqueued_at, ?,
                           blob, blob_at
-                   FROM spans WHERE seq = ? AND version = ?""",
-                (status, detail, time.time(), row.seq, row.version),
+                   FROM spans WHERE seq = ? AND version = ? AND trace_id = ? AND span_id = ?""",
+                (status, detail, time.time(), row.seq, row.version, row.trace_id, row.span_id),
             ).rowcount
             if moved:
                 db.execute("DELETE FROM spans WHERE seq = ?", (row.seq,))

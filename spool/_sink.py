@@ -25,7 +25,10 @@ from ._fork import watch_fork
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["BlockingSink", "HttpSink", "SGPSink", "Sink", "classify_response", "join_items"]
+__all__ = ["MAX_ANSWER_BYTES", "BlockingSink", "HttpSink", "SGPSink", "Sink", "classify_response", "join_items"]
+
+MAX_ANSWER_BYTES = 1 << 20
+"""At most this much of an answer's body is read (an error's detail, a `partial_success`); the rest is discarded."""
 
 _REJECTED = frozenset({400, 409, 413, 422})
 _CREDENTIALS = frozenset({401, 403})
@@ -180,8 +183,9 @@ class HttpSink:
 
     def send_blocking(self, items: Sequence[bytes], *, timeout: float) -> None:
         """`send`, blocking the calling thread (never call it on an event loop). The whole request (connect, write,
-        read) is cut off at `timeout`. A 2xx whose body is then cut short counts as taken: the server answers only
-        after it stored the batch, and sending it again would only repeat it."""
+        read, and the reading of the answer) is cut off at `timeout`; at most `MAX_ANSWER_BYTES` of the answer are read.
+        A 2xx whose body is then cut short counts as taken: the server answers only after it stored the batch, and
+        sending it again would only repeat it."""
         import httpx
 
         from ._deadline import deadline
@@ -199,18 +203,18 @@ class HttpSink:
             with deadline(timeout):
                 resp = transport.handle_request(request)
                 try:
-                    body = resp.read()
+                    body = _read_capped(resp)
                 except httpx.TransportError:
                     if not 200 <= resp.status_code < 300:
                         raise
                     body = b""
                 finally:
                     resp.close()
+                self._outcome(resp.status_code, body, resp.headers, url)
         except httpx.TimeoutException as exc:
             raise TransientError(f"timed out after {timeout:g}s ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise TransientError(f"connection failed: {type(exc).__name__}: {exc}") from exc
-        self._outcome(resp.status_code, body, resp.headers, url)
 
     async def aclose(self) -> None:
         """Close the connections and stop idle sender threads (the sink reconnects when used again)."""
@@ -293,6 +297,19 @@ class SGPSink(HttpSink):
         err = classify_response(status, body, headers.get("retry-after"), url)
         if err is not None:
             raise err
+
+
+def _read_capped(resp: httpx.Response, limit: int = MAX_ANSWER_BYTES) -> bytes:
+    """At most `limit` bytes of an answer's body, as sent (no decoding: a compressed bomb cannot grow here); the rest
+    is never read (closing the response then drops the connection)."""
+    parts: list[bytes] = []
+    size = 0
+    for chunk in resp.iter_raw():
+        parts.append(chunk[: limit - size])
+        size += len(parts[-1])
+        if size >= limit:
+            break
+    return b"".join(parts)
 
 
 def _proxy_for(url: str) -> str | None:

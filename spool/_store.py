@@ -18,6 +18,7 @@ from pathlib import Path
 from ._config import SpoolConfig
 from ._errors import SpoolError
 from ._inspect import STATS_SQL, TOP_TRACES_MAX_ROWS, DeadLetter, Inspection, stats_of
+from ._leases import LeaseBook
 from ._queue import ENDED_MAX, ENDED_SECONDS, Claimed, Queue, body_bytes, row_cost, rows_cost, split_rows
 from ._schema import SCHEMA_VERSION, WHOLE_BODY, Schema, register_functions, span_key
 from ._storebase import (
@@ -103,7 +104,12 @@ class Store(Schema, Queue, Inspection):
         """Delivered ends remembered (each ~50 bytes on disk): the last 100,000 (fewer under a cap below 100 MiB: the
         record takes at most 1/16 of it), and those of the last `ENDED_SECONDS`, whichever are fewer. Up to a 16th
         more wait to be forgotten in bulk (`_forget_ends`)."""
-        self._ended_new, self._ended_forgot_at = 0, 0.0
+        self._ended_new, self._ended_forgot_at, self._ended_looked = 0, float("-inf"), None
+        self.leases = LeaseBook()
+        """This process's judgement of the file's leases (`spool._leases`): dead owners, clocks ahead or behind."""
+        cfg = self.config
+        self.lease_bound = cfg.lease_seconds + max(cfg.request_timeout, cfg.backoff_max)
+        """The longest a lease can run from its last renewal: a lease further ahead was written by a clock ahead."""
         self.claim_bytes = self.chunk_bytes // 2
         """Body bytes one claim takes at most (and at least one row): deleting rows writes about twice their bytes
         to the WAL (their pages, the index's), so a batch's delete also ends inside the WAL's limit."""

@@ -17,6 +17,7 @@ from ._blobs import Split, whole
 from ._config import SpoolConfig
 from ._errors import SpoolCorruptError
 from ._items import Encoded
+from ._leases import LeaseBook
 
 __all__ = [
     "Row",
@@ -108,10 +109,13 @@ def damage_error(path: Path, exc: sqlite3.Error) -> SpoolCorruptError:
 
 
 def _fs_free(path: Path) -> int:
-    """Bytes the filesystem holding `path` gives an unprivileged writer (very large when it cannot be read)."""
+    """Bytes the filesystem holding `path` gives an unprivileged writer; very large when it cannot tell (no statvfs,
+    or one that reports 0 blocks in all: FUSE, some network filesystems), so that only `max_bytes` applies."""
     try:
         st = os.statvfs(path.parent)
     except (OSError, AttributeError):  # no statvfs (Windows), or the directory is gone
+        return 1 << 62
+    if st.f_blocks == 0:
         return 1 << 62
     return st.f_bavail * st.f_frsize
 
@@ -189,8 +193,11 @@ class StoreBase:
     _shm_path: Path
     _wal_limit: int
     _page_size: int
+    leases: LeaseBook
+    lease_bound: float
     _ended_new: int
     _ended_forgot_at: float
+    _ended_looked: float | None
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -224,10 +231,12 @@ class StoreBase:
             if text is None:
                 db.execute("DELETE FROM meta WHERE key IN ('last_error', 'last_error_at')")
             else:
-                db.executemany(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                    [("last_error", text), ("last_error_at", time.time())],
-                )
+                self._record_error(text)
+
+    def _record_error(self, text: str) -> None:
+        """`last_error` and its time, inside the caller's transaction."""
+        rows = [("last_error", text), ("last_error_at", time.time())]
+        self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", rows)
 
     @_heals
     def set_meta(self, key: str, value: Any) -> None:

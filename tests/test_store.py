@@ -52,6 +52,44 @@ def test_an_expired_lease_is_taken_over_and_its_holder_cannot_renew_it(spool_pat
         b.close()
 
 
+def test_a_completion_answered_after_its_lease_was_given_back_deletes_nothing(spool_path: Path) -> None:
+    """A request still on the wire when its lease is given back (a close, a cancelled flush): another drainer sends
+    the same rows and deletes them, new spans take the row numbers freed, and then the first answer arrives. It must
+    delete nothing: neither the new spans (same seq, same version 1) nor anything else."""
+    a, b = _stores(spool_path, rows=20)
+    try:
+        sent = a.claim("a", 50, 60)
+        a.release(sent[0].lease)
+        taken = b.claim("b", 50, 60)
+        assert b.complete(taken) == 20
+        b.release(taken[0].lease)
+        b.append([encode_item(span(i, trace="trace-2", end=True), 1 << 20) for i in range(20)])
+        assert {r.seq for r in b.claim("peek", 50, 60)} == {r.seq for r in sent}  # the freed numbers, reused
+        b.release_owner("peek")
+        assert a.complete(sent) == 0
+        assert a.to_dead(sent[0], 422, "late") is False
+        a.attempt_failed(sent[0].lease, [r.seq for r in sent], 60)
+        a.release(sent[0].lease, [r.seq for r in sent], time.time() + 3600)  # no cool-down set on others' rows
+        assert a.counts()[0] == 20 and a.stats().dead == 0
+        again = b.claim("b", 50, 60)
+        assert len(again) == 20 and {r.attempts for r in again} == {0}
+        assert b.stats().delivered_total == 20
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_completion_deletes_by_identity_and_version_not_by_row_number(spool_path: Path) -> None:
+    (store,) = _stores(spool_path, n=1, rows=2)
+    try:
+        sent = store.claim("a", 2, 60)
+        forged = [sent[0]._replace(span_id="span-1"), sent[1]._replace(span_id="another")]  # right seq, wrong span
+        assert store.complete(forged) == 0
+        assert store.complete(sent) == 2
+    finally:
+        store.close()
+
+
 def test_completion_deletes_only_the_versions_sent(spool_path: Path) -> None:
     (store,) = _stores(spool_path, n=1, rows=4)
     try:

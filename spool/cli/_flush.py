@@ -111,5 +111,16 @@ def report(r: dict[str, Any]) -> None:
     if r["dead"]:
         line += f"; {plural(r['dead'], 'dead letter')} (spool dead list)"
     print(line)
+    for held in r.get("leased", ()):
+        print(leased_line(held))
     if not r["ok"] and r["last_error"]:
         print(f"last error: {r['last_error']}", file=sys.stderr)
+
+
+def leased_line(held: dict[str, Any]) -> str:
+    """`N spans leased by pid P on HOST until HH:MM:SS` (local time), from one entry of `Store.leased()`."""
+    import time
+
+    who = f"pid {held['pid']} on {held['host']}" if held["pid"] is not None else f"a drainer on {held['host']}"
+    until = time.strftime("%H:%M:%S", time.localtime(held["until"]))
+    return f"{plural(held['spans'], 'span')} leased by {who} until {until}"

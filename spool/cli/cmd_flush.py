@@ -64,7 +64,7 @@ def flush(
 
     config = SpoolConfig() if batch_size is None else SpoolConfig(batch_size=batch_size)
     if before.pending == 0:  # nothing to send: no sink, no SDK import (a second or two)
-        result = {"ok": True, "delivered": 0, "pending": 0, "dead": before.dead, "last_error": None}
+        result: dict[str, Any] = {"ok": True, "delivered": 0, "pending": 0, "dead": before.dead, "last_error": None}
         _done(result, as_json)
     sink = _sink(fmt)
     try:
@@ -76,6 +76,9 @@ def flush(
         fail(f"{exc}; fix {sink.endpoint_setting} (spans kept)")
     except KeyboardInterrupt:
         fail("interrupted; what was not delivered stays in the spool", 130)
+    if not result["ok"]:
+        with open_store(p) as store:  # who holds what is left (a live drainer's batches stay its own)
+            result["leased"] = store.leased()
     _done(result, as_json)
 
 

@@ -300,3 +300,17 @@ def test_a_400_mb_answer_is_not_read_into_memory(status: int, outcome: str) -> N
     result = json.loads(out.stdout)
     assert result["outcome"].startswith(outcome)
     assert result["peak_mb"] < 300, result
+
+
+CHURN = Path(__file__).resolve().parent.parent / "scripts" / "churn.py"
+
+
+def test_processes_that_open_put_commit_and_close_in_a_loop_lose_nothing() -> None:
+    """`scripts/churn.py`, briefly: 6 processes open, put 20 spans, commit and close in a loop beside a long-lived
+    drainer on one file; every span whose `commit()` returned reaches the receiver."""
+    out = subprocess.run(
+        [sys.executable, str(CHURN), "--seconds", "15", "--procs", "6"], capture_output=True, text=True, timeout=110
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["acked"] >= 200 and summary["lost"] == 0 and summary["flushed"]  # (~1,000 here, ~500 under load)

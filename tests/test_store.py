@@ -79,6 +79,28 @@ def test_a_completion_answered_after_its_lease_was_given_back_deletes_nothing(sp
         b.close()
 
 
+def test_the_churn_loss_a_late_completion_then_reused_row_numbers_inside_a_live_lease(spool_path: Path) -> None:
+    """The path by which processes that open, put, commit and close lost acknowledged spans: drainer E's request is
+    on the wire when E closes and gives its lease back; drainer D claims the same rows; E's answer arrives and
+    deleted them (by seq and version); a producer's new spans then took the freed row numbers, inside D's live lease
+    range (hidden from every other drainer); D's answer arrives and deleted those new spans, never sent."""
+    e, d = _stores(spool_path, rows=20)
+    try:
+        on_the_wire = e.claim("e", 50, 60)
+        e.release(on_the_wire[0].lease)  # E closes while its request is on the wire
+        held = d.claim("d", 50, 60)
+        assert [r.seq for r in held] == [r.seq for r in on_the_wire]
+        e.complete(on_the_wire)  # E's answer
+        d.append([encode_item(span(i, trace="acknowledged", end=True), 1 << 20) for i in range(20)])
+        d.complete(held)  # D's answer
+        d.release(held[0].lease)
+        left = d.claim("check", 50, 60)
+        assert len(left) == 20 and all(r.trace_id == "acknowledged" for r in left)
+    finally:
+        e.close()
+        d.close()
+
+
 def test_a_completion_deletes_by_identity_and_version_not_by_row_number(spool_path: Path) -> None:
     (store,) = _stores(spool_path, n=1, rows=2)
     try:

@@ -94,11 +94,6 @@ def _unlinked(exc: E) -> E:
     return exc
 
 
-def _new_owner() -> str:
-    """A lease owner name unique to this drainer in this process: host, pid, process start, machine, random."""
-    return str(new_owner())
-
-
 def _request_bytes(rows: Sequence[Claimed]) -> int:
     return sum(len(r.body) + 1 for r in rows) + 11  # {"items":[...]}
 
@@ -121,7 +116,7 @@ class Drainer:
         self.policy = policy or RoundPolicy(config)
         """When rounds run and how big a batch goes out (I/O-free; its clock and jitter can be given)."""
         self._delete_guard = hold  # entered around each deletion (`Spool._near_cap_hold`)
-        self.owner = _new_owner()
+        self.owner = str(new_owner())  # unique to this drainer (`spool._leases.Owner`)
         self.counters: collections.Counter[str] = collections.Counter()
         self.blocked: DeliveryError | None = None
         """The last round's failure when it was one of `_PAUSING` (a refused key, no span API at the URL); cleared
@@ -156,7 +151,7 @@ class Drainer:
 
     def forked(self) -> None:
         """In a fork child: an owner of its own, this process's counters from zero, no loop yet."""
-        self.owner = _new_owner()
+        self.owner = str(new_owner())
         self.counters = collections.Counter()
         self._wake, self._slots, self._task, self._waiting = None, None, None, {}
         self._backlog = True
@@ -274,9 +269,8 @@ class Drainer:
                     rows: Sequence[Claimed] = nxt.rows
                     lease_until, nxt.rows = nxt.until, []
                     if not rows:
-                        lease_until = (
-                            time.monotonic() + self._config.lease_seconds
-                        )  # taken before the claim: never later
+                        # (taken before the claim: never later than the lease the store records)
+                        lease_until = time.monotonic() + self._config.lease_seconds
                         rows = await self._claim(batch_size, force)
                     if not rows:
                         return

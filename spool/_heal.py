@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ._config import SpoolConfig
 from ._errors import SpoolCorruptError, SpoolError
-from ._store import Store, has_sqlite_header, is_damage, spool_files
+from ._store import Store, check_path, has_sqlite_header, is_damage, spool_files
 
 __all__ = ["FULL_CHECK_MAX_BYTES", "move_aside", "open_store_healing"]
 
@@ -68,6 +68,7 @@ def open_store_healing(
     and later.
     """
     p = Path(path)
+    check_path(p)
     try:
         if not has_sqlite_header(p):  # decided before SQLite opens it: SQLite would delete a -wal beside it on close
             raise SpoolCorruptError(p)

@@ -17,7 +17,7 @@ import orjson
 
 from ._errors import DeliveryError, RejectedError, SpoolConfigError
 from ._otlpwire import partial_rejected, request_body
-from ._sink import HttpSink, classify_response
+from ._sink import HttpSink, _password, classify_response, shown_url
 
 if TYPE_CHECKING:
     import httpx
@@ -48,12 +48,14 @@ def otlp_headers(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
         if not raw:
             continue
         out: dict[str, str] = {}
-        for entry in raw.split(","):
+        for n, entry in enumerate(raw.split(","), 1):
             if not entry.strip():
                 continue
             key, eq, value = entry.partition("=")
-            if not eq or not key.strip():
-                raise SpoolConfigError(f"{name}: {entry.strip()!r} is not key=value")
+            if not eq or not key.strip():  # (its value is a credential: named by its place, never shown)
+                hint = entry.split(":")[0].strip()[:40] if ":" in entry else ""
+                got = f" ({hint!r} with ':' for '=')" if hint else ""
+                raise SpoolConfigError(f"{name}: entry {n}{got} is not key=value (e.g. Authorization=Bearer%20...)")
             out[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(value.strip())
         return out
     return {}
@@ -91,21 +93,27 @@ class OTLPSink(HttpSink):
     def __init__(
         self, endpoint: str | None = None, headers: Mapping[str, str] | None = None, timeout: float | None = None
     ) -> None:
-        self.endpoint = endpoint or otlp_endpoint()
+        self.endpoint = (endpoint or otlp_endpoint()).strip()
         if not self.endpoint.lower().startswith(("http://", "https://")):
             source = "endpoint" if endpoint else "the OTEL_EXPORTER_OTLP_* endpoint"
-            raise SpoolConfigError(f"{source} {self.endpoint!r} is not an http(s) URL (e.g. http://127.0.0.1:4318)")
-        self._extra_headers = dict(headers) if headers is not None else otlp_headers()
+            raise SpoolConfigError(
+                f"{source} {shown_url(self.endpoint)!r} is not an http(s) URL (e.g. http://127.0.0.1:4318)"
+            )
+        given = headers is not None
+        self._extra_headers = {k: v.strip() for k, v in (headers if headers is not None else otlp_headers()).items()}
         self.timeout = timeout if timeout is not None else _env_timeout()
         self.partial_rejected = 0
         """Spans servers refused in a `partial_success` (this process, since the sink was made)."""
         self._count = threading.Lock()
         self._url: httpx.URL | None = None
         self._headers: httpx.Headers | None = None
-        super().__init__()
+        where = "headers" if given else self.credentials_setting
+        super().__init__(
+            [*((v, f"{where} {k}") for k, v in self._extra_headers.items()), (_password(self.endpoint), "endpoint")]
+        )
 
-    def __repr__(self) -> str:  # never show the headers: they often carry a key
-        return f"OTLPSink(endpoint={self.endpoint!r})"
+    def __repr__(self) -> str:  # never show the headers (they often carry a key), nor a password in the URL
+        return f"OTLPSink(endpoint={shown_url(self.endpoint)!r})"
 
     def _target(self) -> tuple[httpx.URL, httpx.Headers]:
         if self._url is None or self._headers is None:
@@ -130,7 +138,7 @@ class OTLPSink(HttpSink):
     def send_blocking(self, items: Sequence[bytes], *, timeout: float) -> None:
         super().send_blocking(items, timeout=min(timeout, self.timeout) if self.timeout else timeout)
 
-    def _outcome(self, status: int, body: bytes, headers: httpx.Headers, url: httpx.URL) -> None:
+    def _outcome(self, status: int, body: bytes, headers: httpx.Headers, url: str) -> None:
         err = classify_otlp(status, body, headers.get("retry-after"), url)
         if err is not None:
             raise err
@@ -143,7 +151,12 @@ class OTLPSink(HttpSink):
         if rejected > 0:
             with self._count:
                 self.partial_rejected += rejected
-            log.warning("spool: %s refused %d spans of a batch (partial_success): %s", url, rejected, message)
+            log.warning(
+                "spool: %s refused %d spans of a batch (partial_success): %s",
+                url,
+                rejected,
+                self.scrub(message),
+            )
 
 
 def _json_partial(body: bytes) -> tuple[int, str]:

@@ -58,8 +58,10 @@ def recover(src: Path, dst: Path) -> Salvage:
     Raises `SpoolError` when `dst` exists or nothing of `src` can be read, `SpoolCorruptError` when `src` is not a
     spool file; `dst` is created only once `src` has been opened and read.
     """
-    if dst.exists():
+    if dst.exists() or dst.is_symlink():
         raise SpoolError(f"{dst} exists; recover writes a new spool file (choose another --out)")
+    if not dst.parent.is_dir():
+        raise SpoolError(f"{dst.parent} is not a directory; create it first (recover never creates directories)")
     try:
         db = sqlite3.connect(readonly_uri(src), uri=True, isolation_level=None)
     except sqlite3.Error as exc:

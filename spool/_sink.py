@@ -25,7 +25,16 @@ from ._fork import watch_fork
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["MAX_ANSWER_BYTES", "BlockingSink", "HttpSink", "SGPSink", "Sink", "classify_response", "join_items"]
+__all__ = [
+    "MAX_ANSWER_BYTES",
+    "BlockingSink",
+    "HttpSink",
+    "SGPSink",
+    "Sink",
+    "classify_response",
+    "join_items",
+    "shown_url",
+]
 
 MAX_ANSWER_BYTES = 1 << 20
 """At most this much of an answer's body is read (an error's detail, a `partial_success`); the rest is discarded."""
@@ -132,7 +141,10 @@ class HttpSink:
     """Where an operator sets the credentials (named when the server refuses them)."""
     _method: ClassVar[str] = "POST"
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: Sequence[tuple[str | None, str]] = ()) -> None:
+        self._secrets = sorted(
+            {(v, setting) for v, setting in secrets if v and len(v) >= 4}, key=lambda s: -len(s[0])
+        )  # (value, the setting that holds it), longest first: never shown, only named
         self._lock = threading.Lock()
         self._transport: httpx.HTTPTransport | None = None
         self._transport_pid = 0
@@ -153,9 +165,27 @@ class HttpSink:
     def _body(self, items: Sequence[bytes]) -> bytes:
         raise NotImplementedError
 
-    def _outcome(self, status: int, body: bytes, headers: httpx.Headers, url: httpx.URL) -> None:
-        """Return for an answer that means delivered; raise the `DeliveryError` it means otherwise."""
+    def _outcome(self, status: int, body: bytes, headers: httpx.Headers, url: str) -> None:
+        """Return for an answer that means delivered; raise the `DeliveryError` it means otherwise (`url`: as it may
+        be shown, without a password)."""
         raise NotImplementedError
+
+    def scrub(self, text: str) -> str:
+        """`text` with every credential value of this sink replaced by the name of its setting (`[SGP_API_KEY]`): for
+        anything that is shown, logged or stored (errors, `last_error`, dead letters)."""
+        for value, setting in self._secrets:
+            if value in text:
+                text = text.replace(value, f"[{setting}]")
+            shown = repr(value.encode())[2:-1]  # as it appears inside a bytes repr (a header value with a newline)
+            if shown != value and shown in text:
+                text = text.replace(shown, f"[{setting}]")
+        return text
+
+    def _scrubbed(self, exc: DeliveryError) -> DeliveryError:
+        exc.args = tuple(self.scrub(a) if isinstance(a, str) else a for a in exc.args)
+        if exc.detail:
+            exc.detail = self.scrub(exc.detail)
+        return exc
 
     def _ready(self) -> httpx.HTTPTransport:
         """A transport for this process (blocking: call it in a sender thread)."""
@@ -185,7 +215,13 @@ class HttpSink:
         """`send`, blocking the calling thread (never call it on an event loop). The whole request (connect, write,
         read, and the reading of the answer) is cut off at `timeout`; at most `MAX_ANSWER_BYTES` of the answer are read.
         A 2xx whose body is then cut short counts as taken: the server answers only after it stored the batch, and
-        sending it again would only repeat it."""
+        sending it again would only repeat it. The error raised names no credential value (`scrub`)."""
+        try:
+            self._send(items, timeout)
+        except DeliveryError as exc:
+            raise self._scrubbed(exc) from None
+
+    def _send(self, items: Sequence[bytes], timeout: float) -> None:
         import httpx
 
         from ._deadline import deadline
@@ -210,11 +246,11 @@ class HttpSink:
                     body = b""
                 finally:
                     resp.close()
-                self._outcome(resp.status_code, body, resp.headers, url)
+                self._outcome(resp.status_code, body, resp.headers, shown_url(str(url)))
         except httpx.TimeoutException as exc:
-            raise TransientError(f"timed out after {timeout:g}s ({type(exc).__name__})") from exc
+            raise TransientError(f"{shown_url(str(url))}: timed out after {timeout:g}s ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
-            raise TransientError(f"connection failed: {type(exc).__name__}: {exc}") from exc
+            raise TransientError(f"connection to {shown_url(str(url))} failed: {type(exc).__name__}: {exc}") from exc
 
     async def aclose(self) -> None:
         """Close the connections and stop idle sender threads (the sink reconnects when used again)."""
@@ -240,18 +276,23 @@ class SGPSink(HttpSink):
     _method: ClassVar[str] = "PUT"
 
     def __init__(self, api_key: str | None = None, account_id: str | None = None, base_url: str | None = None) -> None:
-        self._api_key = api_key or os.environ.get("SGP_API_KEY")
-        self._account_id = account_id or os.environ.get("SGP_ACCOUNT_ID")
-        self._base_url = base_url or os.environ.get("SGP_CLIENT_BASE_URL") or None
+        # (stripped: a file-mounted secret ends in a newline, which no header may carry)
+        self._api_key = (api_key or os.environ.get("SGP_API_KEY") or "").strip() or None
+        self._account_id = (account_id or os.environ.get("SGP_ACCOUNT_ID") or "").strip() or None
+        self._base_url = (base_url or os.environ.get("SGP_CLIENT_BASE_URL") or "").strip() or None
         missing = [n for n, v in (("SGP_API_KEY", self._api_key), ("SGP_ACCOUNT_ID", self._account_id)) if not v]
         if missing:
             raise SpoolConfigError(f"no Scale GP credentials: set {' and '.join(missing)}")
         if self._base_url is not None and not self._base_url.lower().startswith(("http://", "https://")):
             source = "base_url" if base_url else "SGP_CLIENT_BASE_URL"
-            raise SpoolConfigError(f"{source}={self._base_url!r} is not an http(s) URL (e.g. http://127.0.0.1:8321)")
+            raise SpoolConfigError(
+                f"{source}={shown_url(self._base_url)!r} is not an http(s) URL (e.g. http://127.0.0.1:8321)"
+            )
         self._url: httpx.URL | None = None
         self._headers: httpx.Headers | None = None
-        super().__init__()
+        super().__init__(
+            [(self._api_key, "SGP_API_KEY"), (_password(self._base_url), "SGP_CLIENT_BASE_URL")],
+        )
         # The SDK import takes about a second: start it now, off the caller's thread, so the first send is quick.
         self._configured = threading.Thread(target=self._try_configure, name="spool-sgp-config", daemon=True)
         self._configured.start()
@@ -262,7 +303,7 @@ class SGPSink(HttpSink):
         self._configured.join(30.0)
 
     def __repr__(self) -> str:  # never show the key
-        return f"SGPSink(base_url={self._base_url or 'SDK default'!r})"
+        return f"SGPSink(base_url={shown_url(self._base_url) if self._base_url else 'SDK default'!r})"
 
     def _configure(self) -> None:
         """Resolve URL and headers through the SDK (slow import: runs in a worker thread)."""
@@ -293,7 +334,7 @@ class SGPSink(HttpSink):
     def _body(self, items: Sequence[bytes]) -> bytes:
         return join_items(items)
 
-    def _outcome(self, status: int, body: bytes, headers: httpx.Headers, url: httpx.URL) -> None:
+    def _outcome(self, status: int, body: bytes, headers: httpx.Headers, url: str) -> None:
         err = classify_response(status, body, headers.get("retry-after"), url)
         if err is not None:
             raise err
@@ -310,6 +351,21 @@ def _read_capped(resp: httpx.Response, limit: int = MAX_ANSWER_BYTES) -> bytes:
         if size >= limit:
             break
     return b"".join(parts)
+
+
+def _password(url: str | None) -> str | None:
+    import urllib.parse
+
+    try:
+        return urllib.parse.urlsplit(url or "").password
+    except ValueError:
+        return None
+
+
+def shown_url(url: str) -> str:
+    """`url` as it may be shown: a password in it replaced by `***`."""
+    password = _password(url)
+    return url.replace(f":{password}@", ":***@", 1) if password else url
 
 
 def _proxy_for(url: str) -> str | None:

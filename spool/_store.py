@@ -27,10 +27,12 @@ from ._storebase import (
     _file_size,
     _files_size,
     _fs_free,
+    check_path,
     damage_error,
     has_sqlite_header,
     is_busy,
     is_damage,
+    make_dirs,
     readonly_uri,
     spool_files,
     wal_limit,
@@ -48,6 +50,7 @@ __all__ = [
     "Row",
     "Store",
     "body_bytes",
+    "check_path",
     "damage_error",
     "has_sqlite_header",
     "is_busy",
@@ -88,11 +91,12 @@ class Store(Schema, Queue, Inspection):
         self.path = Path(path)
         self.config = config or SpoolConfig()
         self.readonly = readonly
+        check_path(self.path)
         if not self.path.exists():
             if not create or readonly:
                 raise FileNotFoundError(str(self.path))
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+            make_dirs(self.path.parent)
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600))
         self._wal_path, self._shm_path = spool_files(self.path)[1:]
         self._names = [os.fspath(f) for f in spool_files(self.path)]
         # The WAL is sized on what the spool can really grow to: the cap, or the filesystem when that is smaller.

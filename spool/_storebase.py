@@ -15,17 +15,19 @@ from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 from ._blobs import Split, whole
 from ._config import SpoolConfig
-from ._errors import SpoolCorruptError
+from ._errors import SpoolCorruptError, SpoolError
 from ._items import Encoded
 from ._leases import LeaseBook
 
 __all__ = [
     "Row",
     "StoreBase",
+    "check_path",
     "damage_error",
     "has_sqlite_header",
     "is_busy",
     "is_damage",
+    "make_dirs",
     "readonly_uri",
     "spool_files",
     "wal_limit",
@@ -58,6 +60,29 @@ def spool_files(path: str | os.PathLike[str]) -> list[Path]:
     """The database file and its `-wal` / `-shm` companions."""
     p = Path(path)
     return [p, p.with_name(p.name + "-wal"), p.with_name(p.name + "-shm")]
+
+
+def check_path(path: Path) -> None:
+    """Raise `SpoolError` for a spool path that is a symbolic link (a dangling one would make SQLite create the file
+    wherever it points) or a directory."""
+    if path.is_symlink():
+        raise SpoolError(f"{path} is a symbolic link; give the file's real path")
+    if path.is_dir():
+        raise SpoolError(f"{path} is a directory; give the spool file's path (e.g. {path / 'spans.db'})")
+
+
+def make_dirs(directory: Path) -> None:
+    """Create `directory` and its missing parents, each 0700 whatever the umask (a spool holds prompts)."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # (another process made it meanwhile)
+            d.mkdir(mode=0o700)
+            os.chmod(d, 0o700)
 
 
 def wal_limit(max_bytes: int) -> int:

@@ -166,7 +166,7 @@ def test_a_drainer_2h_behind_keeps_its_batches(spool_path: Path) -> None:
     store_items(spool_path, [span(i, end=True) for i in range(n)])
     cfg = {"batch_size": 50, "max_inflight": 2, "shutdown_timeout": 0.0}
     with Receiver() as rx:
-        rx.latency = 0.03
+        rx.latency = 0.2  # both drainers at work for seconds
         with child(spool_path, rx.url, "drain", 0, -HOURS_2, **cfg) as proc:
             assert _line(proc) == "ready"
 

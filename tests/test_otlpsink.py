@@ -20,7 +20,7 @@ def test_headers_from_the_environment() -> None:
     assert otlp_headers(env) == {"api-key": "a b", "x-tenant": "7"}
     env["OTEL_EXPORTER_OTLP_TRACES_HEADERS"] = "only=this"
     assert otlp_headers(env) == {"only": "this"}
-    with pytest.raises(SpoolConfigError, match="OTEL_EXPORTER_OTLP_HEADERS: 'nope' is not key=value"):
+    with pytest.raises(SpoolConfigError, match="OTEL_EXPORTER_OTLP_HEADERS: entry 2 is not key=value"):
         otlp_headers({"OTEL_EXPORTER_OTLP_HEADERS": "a=1,nope"})
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .._config import SpoolConfig, default_path
 from .._errors import SpoolError
-from .._store import Store, damage_error, is_damage
+from .._store import Store, check_path, damage_error, is_damage
 
 __all__ = ["ERRORS", "error_line", "existing", "naming_damage", "open_store", "report", "resolve_path"]
 
@@ -58,8 +58,11 @@ def report(exc: BaseException) -> int:
 
 
 def resolve_path(path: Path | None) -> Path:
-    """`--path`, else the default (`$SPOOL_PATH`, else the XDG state directory)."""
-    return path if path is not None else default_path()
+    """`--path`, else the default (`$SPOOL_PATH`, else the XDG state directory). Raises `SpoolError` for a symbolic
+    link or a directory."""
+    p = path if path is not None else default_path()
+    check_path(p)
+    return p
 
 
 def existing(path: Path | None) -> Path:

@@ -137,6 +137,9 @@ def import_(
         fail(f"cannot read {src}: {exc.strerror or exc}")
     size = None if src == "-" else _size(Path(src))
     p = resolve_path(path)
+    if not p.exists() and not p.is_symlink() and not p.parent.is_dir():
+        f.close()
+        fail(f"{p.parent} is not a directory; create it first (import never creates directories)")
     try:
         if p.is_file() and p.stat().st_size == 0:
             raise SpoolCorruptError(p)  # an empty file someone made: not ours to turn into a spool

@@ -39,6 +39,7 @@ class _Front:
     ) -> None:
         self._engine = SyncSpoolTracingProcessor(path, sink if sink is not None else OTLPSink(), config)
         self._spool = self._engine.spool
+        self._refused_seen = 0  # spans moved to dead letters, as of the last `force_flush`
         if self._spool.format == "otlp":
             from ._otlpencode import OTLPEncoder
 
@@ -56,9 +57,13 @@ class _Front:
         return self._engine.dropped
 
     def _put(self, span: ReadableSpan) -> bool:
-        """Queue one finished span; False (counted, logged once) if it could not be. Never raises."""
+        """Queue one finished span; False (counted, logged once) if it could not be, or if it is not a finished span
+        of the SDK at all (garbage is counted and ignored). Never raises."""
         if self._engine.closed:
             self._engine._reject()
+            return False
+        if not isinstance(span, ReadableSpan):
+            self._engine._fail(f"storing a {type(span).__name__} (not a span)", None, dropped=1)
             return False
         try:
             if self._encode is not None:
@@ -75,8 +80,15 @@ class _Front:
         return self._engine.stats()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Commit, then deliver until nothing is pending or `timeout_millis` passes; True once the spool is empty."""
-        return self._engine.flush(timeout_millis / 1000)
+        """Commit, then deliver until nothing is pending or `timeout_millis` passes; True once the spool is empty and
+        no span was refused by the server (moved to dead letters) since the previous `force_flush`. Never raises."""
+        try:
+            timeout = float(timeout_millis) / 1000
+        except (TypeError, ValueError):
+            timeout = 30.0
+        ok = self._engine.flush(timeout)
+        refused, self._refused_seen = self._refused_seen, int(self._spool.metrics(gauges=False)["dead_lettered"] or 0)
+        return ok and refused == self._refused_seen
 
     def shutdown(self) -> None:
         """Commit, deliver for up to `shutdown_timeout`, keep the rest on disk, close. Safe twice; never raises.
@@ -97,7 +109,11 @@ class SpoolSpanProcessor(_Front, SpanProcessor):
         pass
 
     def on_end(self, span: ReadableSpan) -> None:
-        if span.context.trace_flags.sampled:
+        try:
+            sampled = span.context.trace_flags.sampled
+        except Exception:  # not a span: counted and ignored by `_put`
+            sampled = True
+        if sampled:
             self._put(span)
 
 
@@ -108,6 +124,11 @@ class SpoolSpanExporter(_Front, SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         before = self._drops()
+        try:
+            spans = list(spans)
+        except TypeError:  # not a sequence of spans: counted, and FAILURE
+            self._engine._fail(f"exporting a {type(spans).__name__} (not spans)", None, dropped=1)
+            return SpanExportResult.FAILURE
         stored = all([self._put(span) for span in spans])
         if not stored:
             return SpanExportResult.FAILURE

@@ -18,6 +18,7 @@ from typing import Any
 from ._config import SpoolConfig
 from ._errors import SpoolCorruptError, SpoolError
 from ._store import WHOLE_BODY, Store, damage_error, readonly_uri, register_functions
+from ._storebase import missing_dir
 
 __all__ = ["Salvage", "recover"]
 
@@ -61,7 +62,7 @@ def recover(src: Path, dst: Path) -> Salvage:
     if dst.exists() or dst.is_symlink():
         raise SpoolError(f"{dst} exists; recover writes a new spool file (choose another --out)")
     if not dst.parent.is_dir():
-        raise SpoolError(f"{dst.parent} is not a directory; create it first (recover never creates directories)")
+        raise SpoolError(f"cannot create {dst}: {missing_dir(dst.parent)}")
     try:
         db = sqlite3.connect(readonly_uri(src), uri=True, isolation_level=None)
     except sqlite3.Error as exc:

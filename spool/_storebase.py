@@ -28,6 +28,7 @@ __all__ = [
     "is_busy",
     "is_damage",
     "make_dirs",
+    "missing_dir",
     "readonly_uri",
     "spool_files",
     "wal_limit",
@@ -69,6 +70,13 @@ def check_path(path: Path) -> None:
         raise SpoolError(f"{path} is a symbolic link; give the file's real path")
     if path.is_dir():
         raise SpoolError(f"{path} is a directory; give the spool file's path (e.g. {path / 'spans.db'})")
+
+
+def missing_dir(directory: Path) -> str:
+    """Why files cannot be made in `directory` (for commands that never create directories)."""
+    if directory.exists():
+        return f"{directory} is not a directory"
+    return f"{directory} does not exist (create it first: this command never creates directories)"
 
 
 def make_dirs(directory: Path) -> None:

@@ -188,7 +188,14 @@ def test_flush_delivers_everything_exit_0(db: Path, sgp_env: Receiver) -> None:
     r = run("flush", "--path", db, "--json")
     assert [logging.getLogger(n).level for n in ("spool", "httpx")] == levels  # the command restores what it quiets
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout) == {"ok": True, "delivered": 30, "pending": 0, "dead": 0, "last_error": None}
+    assert json.loads(r.stdout) == {
+        "ok": True,
+        "delivered": 30,
+        "refused": 0,
+        "pending": 0,
+        "dead": 0,
+        "last_error": None,
+    }
     assert len(sgp_env.spans) == 30
     assert sgp_env.ended == 30
     after = json.loads(run("stats", "--json", "--path", db).stdout)
@@ -275,10 +282,30 @@ def dead_db(tmp_path: Path, sgp_env: Receiver) -> Path:
     store_items(p, [item(i, name="poison" if i == 4 else None) for i in range(10)])
     sgp_env.reject_if = poison
     r = run("flush", "--path", p, "--json")
-    assert r.exit_code == 0, r.output  # dead letters do not count as pending
-    assert json.loads(r.stdout) == {"ok": True, "delivered": 9, "pending": 0, "dead": 1, "last_error": None}
+    assert r.exit_code == 3, r.output  # nothing pending (dead letters do not count), but the server refused a span
+    assert json.loads(r.stdout) == {
+        "ok": True,
+        "delivered": 9,
+        "refused": 1,
+        "pending": 0,
+        "dead": 1,
+        "last_error": None,
+    }
     assert len(sgp_env.spans) == 9
+    r = run("flush", "--path", p)  # again: nothing new refused, exit 0
+    assert (
+        r.exit_code == 0 and r.stdout.strip() == "delivered 0 spans; nothing pending; 1 dead letter (spool dead list)"
+    )
     return p
+
+
+def test_flush_says_what_the_server_refused_and_exits_3(tmp_path: Path, sgp_env: Receiver) -> None:
+    p = tmp_path / "spans.db"
+    store_items(p, [item(i, name="poison" if i in (2, 7) else None) for i in range(50)])
+    sgp_env.reject_if = poison
+    r = run("flush", "--path", p)
+    assert r.exit_code == 3, r.output
+    assert r.stdout.startswith("delivered 48 spans; 2 spans refused by the server: spool dead list; nothing pending")
 
 
 def dead_list(p: Path) -> list[dict[str, Any]]:

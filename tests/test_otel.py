@@ -221,8 +221,9 @@ def test_a_400_for_one_span_dead_letters_that_span_only(
     proc = SpoolSpanProcessor(spool_path, sink=otlp, config=FAST)
     provider.add_span_processor(proc)
     _spans(provider, 8)
-    assert proc.force_flush(20_000)
+    assert not proc.force_flush(20_000)  # everything delivered but one span the server refused: False
     assert sorted(row["span"]["name"] for row in receiver.spans.values()) == [f"s{i}" for i in range(8) if i != 3]
+    assert proc.force_flush(20_000)  # nothing refused since
     stats = proc.stats()
     assert stats is not None and stats.dead == 1 and stats.pending == 0
     listed = CliRunner().invoke(app, ["dead", "list", "--json", "--path", str(spool_path)])
@@ -425,3 +426,19 @@ def test_an_otlp_spool_refuses_sgp_items_and_dead_letters_a_broken_row(
     ok, stats = anyio.run(go)
     assert ok and stats.dead == 1 and stats.pending == 0
     assert len(receiver.spans) == 3
+
+
+def test_the_fronts_count_and_ignore_what_is_not_a_span(spool_path: Path, otlp: OTLPSink) -> None:
+    """The contract: never raise into the application, whatever it hands over."""
+    proc = SpoolSpanProcessor(spool_path, sink=otlp, config=FAST)
+    for garbage in (None, object(), 5, "span"):
+        proc.on_end(garbage)  # type: ignore[arg-type]
+    assert proc.force_flush(None) is True  # type: ignore[arg-type]  # (the default timeout)
+    assert proc.dropped == 4
+    proc.shutdown()
+    exporter = SpoolSpanExporter(spool_path.with_name("e.db"), sink=otlp, config=FAST)
+    for garbage in (None, 5, [None]):
+        assert exporter.export(garbage) == SpanExportResult.FAILURE  # type: ignore[arg-type]
+    assert exporter.export([]) == SpanExportResult.SUCCESS
+    assert exporter.dropped == 3
+    exporter.shutdown()

@@ -64,8 +64,8 @@ def test_import_and_recover_never_create_a_missing_directory(tmp_path: Path) -> 
     lines.write_text('{"trace_id": "t", "id": "s", "name": "n", "start_timestamp": "2026-11-28T10:00:00Z"}\n')
     missing = tmp_path / "no" / "such"
     out = _spool("import", str(lines), "--path", str(missing / "spans.db"))
-    assert out.returncode == 2 and f"{missing} is not a directory" in out.stderr
+    assert out.returncode == 2 and f"{missing} does not exist" in out.stderr
     store_items(tmp_path / "src.db", [span(1)])
     out = _spool("recover", "--path", str(tmp_path / "src.db"), "--out", str(missing / "new.db"))
-    assert out.returncode == 2 and f"{missing} is not a directory" in out.stderr
+    assert out.returncode == 2 and f"{missing} does not exist" in out.stderr
     assert not (tmp_path / "no").exists()

@@ -41,7 +41,8 @@ async def run_flush(
 ) -> dict[str, Any]:
     """Open the spool, deliver until nothing is pending or `timeout` passes, close without draining again.
 
-    Returns `{"ok", "delivered", "pending", "dead", "last_error"}` (delivered: by this run). Raises `SpoolError` /
+    Returns `{"ok", "delivered", "refused", "pending", "dead", "last_error"}` (delivered, refused: spans this run
+    delivered, and moved to dead letters because the server refused them). Raises `SpoolError` /
     `OSError` when the file cannot be opened, `CredentialsError` / `EndpointError` at once when the server refuses
     the key or has no span API at the URL.
     """
@@ -59,12 +60,13 @@ async def run_flush(
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
         end = await spool.stats()
-        delivered = spool.metrics(gauges=False)["delivered"]  # counters only: no blocking read on the loop
+        counters = spool.metrics(gauges=False)  # counters only: no blocking read on the loop
     finally:
         await spool.aclose(timeout=0)
     return {
         "ok": ok,
-        "delivered": delivered,
+        "delivered": counters["delivered"],
+        "refused": counters["dead_lettered"],
         "pending": end.pending,
         "dead": end.dead,
         "last_error": None if ok and end.pending == 0 else end.last_error,
@@ -104,6 +106,8 @@ def _short(text: str, n: int = 60) -> str:
 
 def report(r: dict[str, Any]) -> None:
     line = f"delivered {plural(r['delivered'], 'span')}"
+    if r.get("refused"):
+        line += f"; {plural(r['refused'], 'span')} refused by the server: spool dead list"
     if r["ok"]:
         line += "; nothing pending"
     else:

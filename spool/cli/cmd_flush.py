@@ -3,7 +3,8 @@
 
 Exit 0 when nothing is pending at the end (dead letters do not count), 1 when spans remain (the backend is down or
 the timeout ran out: they stay on disk), 2 when retrying cannot help (missing or refused credentials, a base URL that
-is not an http(s) URL or has no span API) or for bad usage or no spool file. What it runs is in `_flush`.
+is not an http(s) URL or has no span API) or for bad usage or no spool file, 3 when nothing is pending but spans
+the server refused went to dead letters (so a cron job sees refusals). What it runs is in `_flush`.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def flush(
     OTLP/HTTP endpoint OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (or OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces, default
     http://localhost:4318/v1/traces) with OTEL_EXPORTER_OTLP_HEADERS. Exit 0: nothing pending; 1: spans
     remain (kept on disk: the backend is down or the timeout ran out); 2: retrying cannot help (credentials missing
-    or refused, no span API at the base URL), bad usage or no spool at the path. A progress bar shows on a terminal.
+    or refused, no span API at the base URL), bad usage or no spool at the path; 3: delivered, but spans the server
+    refused went to dead letters (spool dead list). A progress bar shows on a terminal.
     """
     with open_store(path) as store:  # read-only first: a file found damaged here is left exactly as it is
         p = store.path
@@ -64,7 +66,14 @@ def flush(
 
     config = SpoolConfig() if batch_size is None else SpoolConfig(batch_size=batch_size)
     if before.pending == 0:  # nothing to send: no sink, no SDK import (a second or two)
-        result: dict[str, Any] = {"ok": True, "delivered": 0, "pending": 0, "dead": before.dead, "last_error": None}
+        result: dict[str, Any] = {
+            "ok": True,
+            "delivered": 0,
+            "refused": 0,
+            "pending": 0,
+            "dead": before.dead,
+            "last_error": None,
+        }
         _done(result, as_json)
     sink = _sink(fmt)
     try:
@@ -94,11 +103,12 @@ def _sink(fmt: str) -> HttpSink:
 
 
 def _done(result: dict[str, Any], as_json: bool) -> NoReturn:
-    """Print the outcome (one JSON object, or a line for people) and exit 0 when nothing is pending, else 1."""
+    """Print the outcome (one JSON object, or a line for people) and exit 0 when nothing is pending, 3 when nothing
+    is pending but this flush moved spans the server refused to dead letters, 1 when spans remain."""
     from ._flush import report
 
     if as_json:
         print(json.dumps(result))
     else:
         report(result)
-    raise typer.Exit(0 if result["ok"] else 1)
+    raise typer.Exit((3 if result["refused"] else 0) if result["ok"] else 1)

@@ -27,6 +27,7 @@ from .._config import SpoolConfig
 from .._errors import SpoolConfigError, SpoolCorruptError
 from .._items import Encoded, encode_item
 from .._store import Store
+from .._storebase import missing_dir
 from ._boundary import error_line, naming_damage
 from ._common import PathOption, app, fail, resolve_path
 from ._format import plural
@@ -139,7 +140,7 @@ def import_(
     p = resolve_path(path)
     if not p.exists() and not p.is_symlink() and not p.parent.is_dir():
         f.close()
-        fail(f"{p.parent} is not a directory; create it first (import never creates directories)")
+        fail(f"cannot create a spool at {p}: {missing_dir(p.parent)}")
     try:
         if p.is_file() and p.stat().st_size == 0:
             raise SpoolCorruptError(p)  # an empty file someone made: not ours to turn into a spool

@@ -410,10 +410,12 @@ class Spool:
         """Commit, then deliver until nothing is pending, trying cooled-down and paused rows at once.
 
         Returns True when the file holds no pending rows (dead letters do not count) at return; False when rows
-        remain at `timeout` (leased by another live drainer, credentials refused, backend down). Never raises
-        for delivery failures; without a sink it only commits. `strict=True` (what `spool flush` uses) gives up at
-        once when retrying cannot help, raising the `CredentialsError` (401/403) or `EndpointError` (404) that
-        stopped delivery; the rows stay pending.
+        remain at `timeout` (leased by another live drainer, backend down), and False at once when only
+        configuration blocks delivery (credentials refused, no span API at the URL): found by this call, or already
+        in force, in which case no request goes out before the pause it set has run (one probe per pause period).
+        Never raises for delivery failures; without a sink it only commits. `strict=True` (what `spool flush` uses)
+        raises the `CredentialsError` (401/403) or `EndpointError` (404) that stopped delivery instead; the rows stay
+        pending.
         """
         loop = self._bound()
         await self.commit()
@@ -425,9 +427,12 @@ class Spool:
         try:
             async with asyncio.timeout_at(deadline):
                 while True:
-                    await drainer.drain(force=True, batch_size=batch_size)
-                    if strict and drainer.blocked is not None:
-                        raise drainer.blocked
+                    if drainer.blocked is None or not drainer.policy.paused():  # at most one probe per pause period
+                        await drainer.drain(force=True, batch_size=batch_size)
+                    if drainer.blocked is not None:  # only configuration can unblock it: no use waiting
+                        if strict:
+                            raise drainer.blocked
+                        return await self._pending_rows() == 0
                     if await self._pending_rows() == 0:
                         return True
                     await asyncio.sleep(delay)

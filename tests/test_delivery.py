@@ -356,6 +356,32 @@ def test_credentials_pause_probes_again_by_itself(spool_path: Path, receiver: Re
     asyncio.run(main())
 
 
+def test_flush_and_close_return_at_once_when_only_configuration_blocks_delivery(
+    spool_path: Path, receiver: Receiver
+) -> None:
+    """The README's first example with a wrong key: `flush(30)` returns False after one refused request instead of
+    sending ~70 over 30 s, a second flush sends nothing while the pause runs, and leaving the block (the 10 s
+    shutdown) sends nothing more either. (A 404, no span API at the URL, pauses the same way.)"""
+    receiver.api_key = "right"
+    sink = mk_sink(receiver, "wrong")
+    cfg = replace(QUIET, shutdown_timeout=10.0)
+
+    async def main() -> tuple[bool, bool, int, int]:
+        async with Spool(spool_path, sink=sink, config=cfg) as sp:
+            sp.put(span(1))
+            first = await sp.flush(30)
+            probes = receiver.requests
+            again = await sp.flush(30)
+            return first, again, probes, receiver.requests
+
+    first, again, probes, after_second = asyncio.run(main())
+    assert (first, again) == (False, False)
+    assert 1 <= probes <= 2  # the flush's probe (and perhaps the background drainer's first round)
+    assert after_second == probes and receiver.requests == probes  # nothing more during the pause, nor at close
+    with open_store(spool_path) as store:
+        assert store.stats().pending == 1
+
+
 def test_pause_between_failed_rounds_grows_to_a_cap() -> None:
     cfg = SpoolConfig(backoff_max=1.0, cooldown_max=10.0)
     pauses = [cooldown(n, cfg) for n in range(1, 8)]

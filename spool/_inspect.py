@@ -200,6 +200,16 @@ class Inspection(StoreBase):
         problems = [str(r[0]) for r in rows]
         return [] if problems == ["ok"] else problems
 
+    def check_quick(self) -> list[str]:
+        """SQLite's `quick_check` of every table and index: each page's structure, over the whole file (what a write
+        command runs before its first write: a write into a damaged page can spread the damage). Returns the problems
+        found; empty when none. Reads the whole file: ~X s per GB here."""
+        try:
+            problems = [str(r[0]) for r in self._db.execute("PRAGMA quick_check")]
+        except sqlite3.DatabaseError as exc:
+            return [f"check failed: {exc}"]
+        return [] if problems == ["ok"] else problems
+
     def dead_list(self, limit: int | None = None) -> list[DeadLetter]:
         rows = self._db.execute(
             "SELECT id, trace_id, span_id, name, status, detail, attempts, failed_at FROM dead ORDER BY id LIMIT ?",

@@ -10,10 +10,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .._config import SpoolConfig, default_path
-from .._errors import SpoolError
+from .._errors import SpoolCorruptError, SpoolError
 from .._store import Store, check_path, damage_error, is_damage
 
-__all__ = ["ERRORS", "error_line", "existing", "naming_damage", "open_store", "report", "resolve_path"]
+__all__ = [
+    "ERRORS",
+    "check_before_write",
+    "error_line",
+    "existing",
+    "naming_damage",
+    "open_store",
+    "report",
+    "resolve_path",
+]
 
 ERRORS = (SpoolError, sqlite3.Error, OSError, ExceptionGroup)
 """What a command may raise to end with an `Error:` line (exit 2) rather than a traceback (a group: when one of
@@ -92,9 +101,24 @@ def open_store(path: Path | None, *, write: bool = False) -> Iterator[Store]:
     environment's `SPOOL_*` settings are not read) unless `write`. Damage met while the command reads it is
     `SpoolCorruptError` naming the file."""
     p = existing(path)
+    if write:
+        check_before_write(p)
     store = Store(p, SpoolConfig() if write else SpoolConfig.defaults(), create=False, readonly=not write)
     try:
         with naming_damage(p):
             yield store
     finally:
         store.close()
+
+
+def check_before_write(path: Path) -> None:
+    """For a command that writes: look at the whole file read-only first (`Store.check_quick`), and raise
+    `SpoolCorruptError` naming it when SQLite finds damage, so that the file is left byte for byte as it was."""
+    store = Store(path, SpoolConfig.defaults(), create=False, readonly=True)
+    try:
+        with naming_damage(path):
+            problems = store.check_quick()
+    finally:
+        store.close()
+    if problems:
+        raise SpoolCorruptError(path, "; ".join(problems[:3]))

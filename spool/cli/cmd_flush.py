@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from .._config import SpoolConfig
-from .._errors import CredentialsError, EndpointError, SpoolCorruptError
-from ._boundary import naming_damage
-from ._common import PathOption, app, fail, open_store
+from .._errors import CredentialsError, EndpointError
+from ._boundary import check_before_write, naming_damage
+from ._common import PathOption, app, existing, fail, open_store
 
 if TYPE_CHECKING:
     from .._sink import HttpSink
@@ -50,10 +50,9 @@ def flush(
     or refused, no span API at the base URL), bad usage or no spool at the path; 3: delivered, but spans the server
     refused went to dead letters (spool dead list). A progress bar shows on a terminal.
     """
-    with open_store(path) as store:  # read-only first: a file found damaged here is left exactly as it is
-        p = store.path
-        if problems := store.check_cheap():
-            raise SpoolCorruptError(p, "; ".join(problems[:3]))
+    p = existing(path)
+    check_before_write(p)  # a file found damaged here is left exactly as it is
+    with open_store(p) as store:
         before = store.stats()
         fmt = store.file_format()
     if batch_size is not None and not 1 <= batch_size <= 1000:

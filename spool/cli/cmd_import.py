@@ -28,7 +28,7 @@ from .._errors import SpoolConfigError, SpoolCorruptError
 from .._items import Encoded, encode_item
 from .._store import Store
 from .._storebase import missing_dir
-from ._boundary import error_line, naming_damage
+from ._boundary import check_before_write, error_line, naming_damage
 from ._common import PathOption, app, fail, resolve_path
 from ._format import plural
 from ._progress import progress
@@ -144,6 +144,8 @@ def import_(
     try:
         if p.is_file() and p.stat().st_size == 0:
             raise SpoolCorruptError(p)  # an empty file someone made: not ours to turn into a spool
+        if p.exists():
+            check_before_write(p)
         store = Store(p, config)
     except OSError as exc:
         f.close()

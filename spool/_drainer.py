@@ -34,7 +34,14 @@ from typing import Any, ParamSpec, TypeVar
 
 from ._config import SpoolConfig
 from ._dbthread import DbThread, Workers
-from ._errors import CredentialsError, DeliveryError, EndpointError, RejectedError, TransientError
+from ._errors import (
+    CredentialsError,
+    DeliveryError,
+    EndpointError,
+    RejectedError,
+    RequestRefusedError,
+    TransientError,
+)
 from ._leases import new_owner
 from ._policy import RoundPolicy
 from ._retry import Sleep, retrying
@@ -49,7 +56,7 @@ E = TypeVar("E", bound=BaseException)
 
 log = logging.getLogger("spool")
 
-_PAUSING = (CredentialsError, EndpointError)
+_PAUSING = (CredentialsError, EndpointError, RequestRefusedError)
 """Failures no retry can fix until someone fixes the configuration: draining pauses, rows are kept, no attempt is
 counted."""
 
@@ -396,7 +403,7 @@ class Drainer:
         With `nxt`, a batch that goes through whole is completed together with the claim of the next one.
         `failed`: the batch was just sent, and failed so (its first attempt)."""
         try:
-            await self._deliver(rows, lease, nxt=nxt, failed=failed)
+            await self._deliver(rows, lease, nxt=nxt, failed=failed, probe=True)
         except (TransientError, *_PAUSING) as exc:
             err = _unlinked(exc)
         except BaseException:
@@ -411,7 +418,16 @@ class Drainer:
             self.blocked = err
             pause = self._pause(None)
             await self._db(self._store.release, lease.id)
-            what = "credentials refused" if isinstance(err, CredentialsError) else "no span API"
+            if isinstance(err, RequestRefusedError):
+                where = " / ".join(
+                    getattr(self._sink, name, "?") for name in ("credentials_setting", "endpoint_setting")
+                )
+                await self._db(
+                    self._store.set_error, f"requests refused: {err}; check {where} (draining paused, spans kept)"
+                )
+            what = {CredentialsError: "credentials refused", EndpointError: "no span API"}.get(
+                type(err), "requests refused"
+            )
             self._log_once(what, f"spool: {what} ({err}); spans kept, probing in {pause:.0f}s")
             return False
         assert isinstance(err, TransientError)
@@ -490,13 +506,15 @@ class Drainer:
         known_bad: bool = False,
         nxt: _Next | None = None,
         failed: DeliveryError | None = None,
+        probe: bool = False,
     ) -> bool:
         """Deliver `rows`; when the sink rejects them, split them until each rejected item stands alone, and move
         those to the dead table. True when the sink took all of `rows` in one request.
 
         `known_bad`: a rejection is certain (the parent batch was rejected for its content and the other half went
         through whole), so a batch of several is split without being sent whole first. A batch at least as big as
-        one already refused with 413 is split without being sent too.
+        one already refused with 413 is split without being sent too. `probe` (a claimed batch, not a part of one):
+        a rejection is first probed with single spans (`_probe_singles`), which may raise `RequestRefusedError`.
         """
         if failed is None and len(rows) > 1 and (known_bad or self._too_big(rows)):
             await self._split(rows, lease, inferable=known_bad)
@@ -514,12 +532,45 @@ class Drainer:
         if rejected.status == 413:
             self.policy.refused_size(_request_bytes(sent))
         if len(sent) == 1:
-            if await self._db(self._store.to_dead, sent[0], rejected.status, rejected.detail):
-                self.counters["dead"] += 1
-                log.warning("spool: span rejected (%s), moved to dead letters", rejected)
+            await self._to_dead(sent[0], rejected)
             return False
-        await self._split(sent, lease, inferable=rejected.status != 413)  # 413 is about size, not one item
+        if probe and rejected.status != 413:  # 413 is about size, not about the spans or the request
+            sent = await self._probe_singles(sent, lease, rejected)
+        await self._split(sent, lease, inferable=rejected.status != 413)
         return False
+
+    async def _to_dead(self, row: Claimed, rejected: RejectedError) -> None:
+        if await self._db(self._store.to_dead, row, rejected.status, rejected.detail):
+            self.counters["dead"] += 1
+            log.warning("spool: span rejected (%s), moved to dead letters", rejected)
+
+    async def _probe_singles(
+        self, rows: Sequence[Claimed], lease: _Lease, rejected: RejectedError
+    ) -> Sequence[Claimed]:
+        """A batch was rejected: is it the spans, or the request? Its first and last span are sent alone (2 more
+        requests). Both refused exactly as the batch was (status and detail): the server refuses the request itself
+        (a header it requires, say), and `RequestRefusedError` pauses draining with every row kept. Otherwise the
+        rows left to split: a probe that went through is delivered, one refused for a reason of its own is a dead
+        letter."""
+        left = list(rows)
+        for row in (rows[0], rows[-1]):
+            sent, alone = await self._send([row], lease)
+            if not sent:
+                return ()  # the lease was lost: the rows are another drainer's now
+            left.remove(row)
+            if alone is None:
+                await self._db(self._counted(self._store.complete), sent)
+                return left
+            self.counters["rejected_requests"] += 1
+            if (alone.status, alone.detail) != (rejected.status, rejected.detail):
+                await self._to_dead(row, alone)
+                return left
+        raise RequestRefusedError(
+            f"HTTP {rejected.status}: {rejected.detail} (every request is refused so, a batch and its spans alone;"
+            " the server wants a setting the sink does not send)",
+            status=rejected.status,
+            detail=rejected.detail,
+        )
 
     async def _split(self, rows: Sequence[Claimed], lease: _Lease, *, inferable: bool) -> None:
         """Deliver the halves of a batch that cannot go whole. `inferable`: the batch as a whole is known to hold a

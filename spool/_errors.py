@@ -7,6 +7,7 @@ __all__ = [
     "DeliveryError",
     "EndpointError",
     "RejectedError",
+    "RequestRefusedError",
     "SpoolClosedError",
     "SpoolConfigError",
     "SpoolCorruptError",
@@ -83,3 +84,9 @@ class CredentialsError(DeliveryError):
 
 class EndpointError(DeliveryError):
     """No span API at the sink's URL (404). Not the spans' fault: retrying helps once the base URL is fixed."""
+
+
+class RequestRefusedError(DeliveryError):
+    """Every request is refused the same way (one 4xx with one detail), a batch and single spans of it alike: the
+    server wants a setting this sink does not send (a header, a project). Not the spans' fault: retrying helps once
+    the configuration is fixed."""

@@ -411,11 +411,12 @@ class Spool:
 
         Returns True when the file holds no pending rows (dead letters do not count) at return; False when rows
         remain at `timeout` (leased by another live drainer, backend down), and False at once when only
-        configuration blocks delivery (credentials refused, no span API at the URL): found by this call, or already
-        in force, in which case no request goes out before the pause it set has run (one probe per pause period).
+        configuration blocks delivery (credentials refused, no span API at the URL, every request refused alike):
+        found by this call, or already in force, in which case no request goes out before the pause it set has run
+        (one probe per pause period).
         Never raises for delivery failures; without a sink it only commits. `strict=True` (what `spool flush` uses)
-        raises the `CredentialsError` (401/403) or `EndpointError` (404) that stopped delivery instead; the rows stay
-        pending.
+        raises the `CredentialsError` (401/403), `EndpointError` (404) or `RequestRefusedError` (every request refused
+        alike) that stopped delivery instead; the rows stay pending.
         """
         loop = self._bound()
         await self.commit()

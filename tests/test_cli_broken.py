@@ -257,6 +257,21 @@ def test_flush_with_a_refused_key_stops_at_once_exit_2(tmp_path: Path, sgp: dict
     assert spool_cmd("stats", "--json", "--path", p).stdout.startswith('{"pending": 20,')
 
 
+def test_flush_of_requests_refused_alike_stops_at_once_exit_2(
+    tmp_path: Path, sgp: dict[str, str], receiver: Receiver
+) -> None:
+    """A collector that wants a header the sink does not send (MLflow's 422 without x-mlflow-experiment-id)."""
+    p = tmp_path / "spans.db"
+    make_spool(p, 20)
+    receiver.fail_status, receiver.fail_count = 422, 10**6
+    r = spool_cmd("flush", "--timeout", "600", "--path", p, env=sgp)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.startswith("Error: requests refused: HTTP 422: injected fault") and r.stderr.count("\n") == 1
+    assert r.stderr.endswith("check SGP_API_KEY / SGP_ACCOUNT_ID / SGP_CLIENT_BASE_URL (spans kept)\n")
+    assert receiver.requests <= 4
+    assert spool_cmd("stats", "--json", "--path", p).stdout.startswith('{"pending": 20, "inflight": 0, "dead": 0,')
+
+
 def test_flush_against_a_url_with_no_span_api_stops_at_once_exit_2(
     tmp_path: Path, sgp: dict[str, str], receiver: Receiver
 ) -> None:

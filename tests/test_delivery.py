@@ -382,6 +382,25 @@ def test_flush_and_close_return_at_once_when_only_configuration_blocks_delivery(
         assert store.stats().pending == 1
 
 
+def test_a_refusal_of_every_request_alike_pauses_like_a_refused_key(spool_path: Path, receiver: Receiver) -> None:
+    """A server that answers 422 to every request the same way (MLflow without its experiment header): the batch and
+    two of its spans alone are refused alike, so it is the request, not the spans. Draining pauses, nothing is
+    dead-lettered, `flush` returns at once (on main: 99 requests, all 50 spans dead-lettered, `flush` True)."""
+    receiver.fail_status, receiver.fail_count = 422, 10**6
+    store_items(spool_path, [span(i) for i in range(50)], QUIET)
+
+    async def main() -> tuple[bool, int]:
+        async with Spool(spool_path, sink=mk_sink(receiver, "k"), config=replace(QUIET, shutdown_timeout=10.0)) as sp:
+            return await sp.flush(30), receiver.requests
+
+    ok, requests = asyncio.run(main())
+    assert not ok and 3 <= requests <= 4 and receiver.requests == requests
+    with open_store(spool_path) as store:
+        st = store.stats()
+    assert (st.pending, st.dead) == (50, 0)
+    assert st.last_error is not None and "HTTP 422: injected fault" in st.last_error and "paused" in st.last_error
+
+
 def test_pause_between_failed_rounds_grows_to_a_cap() -> None:
     cfg = SpoolConfig(backoff_max=1.0, cooldown_max=10.0)
     pauses = [cooldown(n, cfg) for n in range(1, 8)]

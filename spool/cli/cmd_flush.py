@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from .._config import SpoolConfig
-from .._errors import CredentialsError, EndpointError
+from .._errors import CredentialsError, EndpointError, RequestRefusedError
 from ._boundary import check_before_write, naming_damage
 from ._common import PathOption, app, existing, fail, open_store
 
@@ -47,8 +47,9 @@ def flush(
     OTLP/HTTP endpoint OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (or OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces, default
     http://localhost:4318/v1/traces) with OTEL_EXPORTER_OTLP_HEADERS. Exit 0: nothing pending; 1: spans
     remain (kept on disk: the backend is down or the timeout ran out); 2: retrying cannot help (credentials missing
-    or refused, no span API at the base URL), bad usage or no spool at the path; 3: delivered, but spans the server
-    refused went to dead letters (spool dead list). A progress bar shows on a terminal.
+    or refused, no span API at the base URL, every request refused alike), bad usage or no spool at the path;
+    3: delivered, but spans the server refused went to dead letters (spool dead list). A progress bar shows on a
+    terminal.
     """
     p = existing(path)
     check_before_write(p)  # a file found damaged here is left exactly as it is
@@ -82,6 +83,8 @@ def flush(
         fail(f"credentials refused ({exc}); fix {sink.credentials_setting} (spans kept)")
     except EndpointError as exc:
         fail(f"{exc}; fix {sink.endpoint_setting} (spans kept)")
+    except RequestRefusedError as exc:
+        fail(f"requests refused: {exc}; check {sink.credentials_setting} / {sink.endpoint_setting} (spans kept)")
     except KeyboardInterrupt:
         fail("interrupted; what was not delivered stays in the spool", 130)
     if not result["ok"]:

@@ -6,6 +6,7 @@ __all__ = [
     "CredentialsError",
     "DeliveryError",
     "EndpointError",
+    "MissingExtraError",
     "RejectedError",
     "RequestRefusedError",
     "SpoolClosedError",
@@ -23,6 +24,11 @@ class SpoolError(Exception):
 
 class SpoolConfigError(SpoolError, ValueError):
     """Bad configuration (a field out of range, missing credentials). Fix the setting; retrying won't help."""
+
+
+class MissingExtraError(SpoolError, ImportError):
+    """A feature needs an optional extra that is not installed (`pip install 'span-spool[otel]'`). Install it;
+    retrying won't help."""
 
 
 class SpoolClosedError(SpoolError, RuntimeError):

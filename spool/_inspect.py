@@ -205,10 +205,10 @@ class Inspection(StoreBase):
         command runs before its first write: a write into a damaged page can spread the damage). Returns the problems
         found; empty when none. Reads the whole file: ~X s per GB here."""
         try:
-            problems = [str(r[0]) for r in self._db.execute("PRAGMA quick_check")]
+            problems = [" ".join(str(r[0]).split()) for r in self._db.execute("PRAGMA quick_check(10)")]
         except sqlite3.DatabaseError as exc:
             return [f"check failed: {exc}"]
-        return [] if problems == ["ok"] else problems
+        return [] if problems == ["ok"] else problems  # (each on one line: they end up in one `Error:` line)
 
     def dead_list(self, limit: int | None = None) -> list[DeadLetter]:
         rows = self._db.execute(

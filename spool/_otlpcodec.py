@@ -9,16 +9,19 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ._errors import MissingExtraError
+from ._items import Encoded
+from ._otlpwire import field, resource_spans
+
 try:
     from google.protobuf import json_format  # type: ignore[import-untyped]
     from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
     from opentelemetry.proto.resource.v1.resource_pb2 import Resource
     from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
-except ImportError as exc:  # pragma: no cover - the dev environment has it
-    raise ImportError("OTLP spools need opentelemetry-proto: pip install 'span-spool[otel]'") from exc
-
-from ._items import Encoded
-from ._otlpwire import field, resource_spans
+except ImportError as exc:
+    raise MissingExtraError(
+        f"OTLP spans in JSON need the otel extra ({exc.name} is not installed): pip install 'span-spool[otel]'"
+    ) from None
 
 __all__ = ["request_rows", "response_body", "row_from_json", "row_to_json"]
 

@@ -25,6 +25,7 @@ from typing import IO, Any, TypeGuard
 
 import orjson
 
+from ._errors import MissingExtraError
 from ._loopthread import LoopThread
 
 __all__ = ["MAX_BATCH_ITEMS", "MAX_ID_CHARS", "Receiver"]
@@ -648,7 +649,10 @@ class Receiver:
         refused = await self._gate(method, "POST", headers, body)
         if refused is not None:
             return refused
-        from ._otlpcodec import request_rows, response_body
+        try:
+            from ._otlpcodec import request_rows, response_body
+        except MissingExtraError as exc:  # a 404: "no OTLP endpoint here", which no sender retries forever
+            raise _Reject(404, str(exc)) from None
 
         as_json = "json" in headers.get("content-type", "")
         kind = {"content-type": "application/json" if as_json else "application/x-protobuf"}

@@ -9,7 +9,16 @@
 
 from __future__ import annotations
 
-from ._otelmetrics import COUNTERS, GAUGES, instrument
-from ._otelspans import SpoolSpanExporter, SpoolSpanProcessor
+try:
+    from ._otelmetrics import COUNTERS, GAUGES, instrument
+    from ._otelspans import SpoolSpanExporter, SpoolSpanProcessor
+except ImportError as exc:
+    if not (exc.name or "").startswith(("opentelemetry", "google")):
+        raise
+    from ._errors import MissingExtraError
+
+    raise MissingExtraError(
+        f"spool.otel needs the otel extra ({exc.name} is not installed): pip install 'span-spool[otel]'"
+    ) from None
 
 __all__ = ["COUNTERS", "GAUGES", "SpoolSpanExporter", "SpoolSpanProcessor", "instrument"]

@@ -366,7 +366,8 @@ def test_dead_retry_never_sends_a_start_after_its_end(tmp_path: Path, sgp_env: R
     as the README suggests removes those starts instead of sending them after their ends (on main: 100 of 100)."""
     p = tmp_path / "spans.db"
     store_items(p, [item(i, end=False) for i in range(100)])
-    sgp_env.reject_if = lambda it: None if it.get("end_timestamp") else "starts are refused today"
+    # (each refusal names its span, as a validation error does: refused alike, they would be a request-level refusal)
+    sgp_env.reject_if = lambda it: None if it.get("end_timestamp") else f"the start of {it['id']} is refused today"
     assert json.loads(run("flush", "--path", p, "--json").stdout)["dead"] == 100
     sgp_env.reject_if = None
     store_items(p, [item(i) for i in range(100)])

@@ -442,3 +442,45 @@ def test_the_fronts_count_and_ignore_what_is_not_a_span(spool_path: Path, otlp: 
     assert exporter.export([]) == SpanExportResult.SUCCESS
     assert exporter.dropped == 3
     exporter.shutdown()
+
+
+_NO_OTEL = "import sys; sys.modules.update(dict.fromkeys(['opentelemetry', 'google', 'google.protobuf']))\n"
+"""A child's first line: the `otel` extra is not installed (importing it raises `ModuleNotFoundError`)."""
+
+
+def _without_otel(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", _NO_OTEL + textwrap.dedent(code)], capture_output=True, text=True)
+
+
+def test_without_the_otel_extra_every_otlp_path_names_it(tmp_path: Path, receiver: Receiver) -> None:
+    path = tmp_path / "s.db"
+    exporter = SpoolSpanExporter(path, sink=OTLPSink("http://127.0.0.1:9/v1/traces"), config=DOWN)
+    exporter.export(_spans(TracerProvider(), 3))
+    exporter.shutdown()
+    lines = tmp_path / "otlp.jsonl"
+    assert CliRunner().invoke(app, ["export", str(lines), "--path", str(path)]).exit_code == 0
+    extra = "pip install 'span-spool[otel]'"
+    imported = _without_otel(
+        """
+        try:
+            import spool.otel
+        except ImportError as exc:
+            print(type(exc).__name__, exc)
+        """
+    )
+    assert imported.stdout.startswith("MissingExtraError spool.otel needs the otel extra") and extra in imported.stdout
+    for args in (["export", "-", "--path", str(path)], ["import", str(lines), "--path", str(tmp_path / "new.db")]):
+        cli = _without_otel(f"from spool.cli import main; sys.argv = ['spool', *{args!r}]; main()")
+        assert cli.returncode == 2, cli.stderr
+        assert cli.stderr.startswith("Error: OTLP spans in JSON need the otel extra") and extra in cli.stderr
+        assert cli.stderr.count("\n") == 1 and "Traceback" not in cli.stderr
+    served = _without_otel(
+        """
+        import httpx
+        from spool.testing import Receiver
+        with Receiver() as rx:
+            r = httpx.post(rx.url + "/v1/traces", content=b"", headers={"content-type": "application/x-protobuf"})
+        print(r.status_code, r.json()["detail"])
+        """
+    )
+    assert served.stdout.startswith("404 OTLP spans in JSON need the otel extra"), served.stdout + served.stderr

@@ -16,7 +16,7 @@ import itertools
 import sqlite3
 import sys
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Annotated
 
@@ -75,15 +75,32 @@ def sniff_format(line: bytes) -> str:
     return "otlp" if isinstance(obj, dict) and isinstance(obj.get("span"), dict) else "sgp"
 
 
+class _TooLong(bytes):
+    """A line longer than an item can be: its first bytes only (the rest was read through, never held)."""
+
+
+def bounded_lines(f: IO[bytes], limit: int) -> Iterator[bytes]:
+    """The lines of `f`, each held in memory only up to `limit` bytes: a longer line is yielded as a `_TooLong` of
+    its first bytes (a 1 GiB line costs `limit` of memory, not 2 GiB)."""
+    while line := f.readline(limit + 1):
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line
+            continue
+        while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+            pass
+        yield _TooLong(line[:64])
+
+
 def import_lines(
     lines: Iterable[bytes],
-    store: Store,
+    store: Callable[[], Store],
     max_item_bytes: int,
     on_error: Callable[[int, str], None],
     on_chunk: Callable[[int], None] = lambda n: None,
     parse: Callable[[bytes, int], Encoded] = parse_line,
 ) -> collections.Counter[str]:
-    """Parse numbered `lines` (blank ones ignored) and append valid items to `store` in chunks of `CHUNK`; report
+    """Parse numbered `lines` (blank ones ignored) and append valid items to `store()` in chunks of `CHUNK` (it is
+    called at the first chunk with a valid item: a file of bad lines creates no spool); report
     each bad line to `on_error(lineno, reason)` and skip it; `on_chunk(bytes read)` after each chunk. Returns the
     rows counted as "new", "updated", "unchanged" (already stored with these bytes, or a start meeting its end),
     "skipped" (bad lines) and "dropped" (new rows the disk cap refused). Whatever `store.append` raises
@@ -93,8 +110,11 @@ def import_lines(
     read = 0
 
     def append() -> None:
-        outcomes = store.outcomes(batch)
-        dropped = store.append(batch)  # only rows new to the file are refused by the cap
+        if not batch:
+            return on_chunk(read)
+        into = store()
+        outcomes = into.outcomes(batch)
+        dropped = into.append(batch)  # only rows new to the file are refused by the cap
         counts.update(outcomes)
         counts["new"] -= dropped
         counts["dropped"] += dropped
@@ -105,6 +125,8 @@ def import_lines(
         if not line.strip():
             continue
         try:
+            if isinstance(line, _TooLong):
+                raise ValueError(f"line longer than max_item_bytes ({max_item_bytes} bytes): {bytes(line)[:40]!r}...")
             batch.append(parse(line, max_item_bytes))
         except (ValueError, TypeError) as exc:
             counts["skipped"] += 1
@@ -141,36 +163,50 @@ def import_(
     if not p.exists() and not p.is_symlink() and not p.parent.is_dir():
         f.close()
         fail(f"cannot create a spool at {p}: {missing_dir(p.parent)}")
+    lines = bounded_lines(f, config.max_item_bytes + 2)  # (an item, its newline; longer lines are refused anyway)
+    head: list[bytes] = []  # the lines up to the first that is not blank: it says the format
+    for line in lines:
+        head.append(line)
+        if line.strip():
+            break
+    fmt = sniff_format(head[-1]) if head else None
     try:
         if p.is_file() and p.stat().st_size == 0:
             raise SpoolCorruptError(p)  # an empty file someone made: not ours to turn into a spool
+        if fmt == "otlp":
+            from .._otlpcodec import row_from_json  # noqa: F401  (without the otel extra: its Error line, now)
+        opened: list[Store] = []
         if p.exists():
             check_before_write(p)
-        store = Store(p, config)
+            opened.append(Store(p, config))
     except OSError as exc:
         f.close()
         fail(f"cannot create a spool at {p}: {error_line(exc)}")
     except BaseException:
         f.close()
         raise
-    head: list[bytes] = []  # the lines up to the first that is not blank: it says the format
-    for line in f:
-        head.append(line)
-        if line.strip():
-            break
-    fmt = sniff_format(head[-1]) if head else None
-    try:
-        with naming_damage(p):
-            have = store.claim_format(fmt)
-    except SpoolConfigError:
-        have = store.file_format()
-        store.close()
-        f.close()
-        fail(f"{p} holds {have} spans; these lines are {fmt} spans (import them into another file)")
-    except BaseException:
-        store.close()
-        f.close()
-        raise
+
+    def store() -> Store:
+        """The spool, created with the first valid chunk when there is none: a file of bad lines makes no spool."""
+        if not opened:
+            opened.append(Store(p, config))
+            opened[0].claim_format(fmt)
+        return opened[0]
+
+    have = fmt or "sgp"
+    if opened:
+        try:
+            with naming_damage(p):
+                have = opened[0].claim_format(fmt)
+        except SpoolConfigError:
+            have = opened[0].file_format()
+            opened[0].close()
+            f.close()
+            fail(f"{p} holds {have} spans; these lines are {fmt} spans (import them into another file)")
+        except BaseException:
+            opened[0].close()
+            f.close()
+            raise
     parse = parse_otlp_line if have == "otlp" else parse_line
     shown = 0
 
@@ -182,11 +218,12 @@ def import_(
 
     try:
         with naming_damage(p), f, progress("importing", size, unit="bytes") as advance:
-            n = import_lines(itertools.chain(head, f), store, config.max_item_bytes, report, advance, parse)
+            n = import_lines(itertools.chain(head, lines), store, config.max_item_bytes, report, advance, parse)
     except (sqlite3.Error, OSError) as exc:
         fail(f"import stopped: {error_line(exc)} (spans appended before it are kept)")
     finally:
-        store.close()
+        for opened_store in opened:
+            opened_store.close()
     if n["skipped"] > MAX_REPORTED:
         print(f"... {n['skipped'] - MAX_REPORTED:,} more bad lines not shown", file=sys.stderr)
     if n["dropped"]:
@@ -195,7 +232,7 @@ def import_(
             file=sys.stderr,
         )
     counted = ", ".join(f"{n[k]:,} {k}" for k in ("new", "updated", "unchanged", "skipped"))
-    print(f"imported into {p}: {counted}")
+    print(f"imported into {p}: {counted}" + ("" if opened else " (no spool created: nothing to import)"))
     raise typer.Exit(1 if n["skipped"] or n["dropped"] else 0)
 
 

@@ -46,6 +46,18 @@ _OPTIONAL_STR = ("parent_id", "group_id")
 _READ_LIMIT = 1 << 20
 
 
+def otlp_out(out: str | os.PathLike[str]) -> str:
+    """Where OTLP captures go when Scale GP spans go to `out` (one format per file, as `spool import` takes it):
+    `spans.jsonl` -> `spans.otlp.jsonl`."""
+    text = os.fspath(out)
+    return (text[: -len(".jsonl")] if text.endswith(".jsonl") else text) + ".otlp.jsonl"
+
+
+def _append_0600(path: str | os.PathLike[str]) -> IO[str]:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # spans hold prompts
+    return open(fd, "a", encoding="utf-8")
+
+
 class _Reject(Exception):
     """A whole-request rejection: HTTP status and the ``detail`` text."""
 
@@ -266,6 +278,7 @@ class Receiver:
         self._unhang: asyncio.Event | None = None
         self._resume_at: asyncio.TimerHandle | None = None
         self._out_file: IO[str] | None = None
+        self._otlp_out_file: IO[str] | None = None  # OTLP captures: `otlp_out(out)`, opened with the first
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -278,8 +291,7 @@ class Receiver:
             loop = self._loop = self._runner.loop
             try:
                 if self.out is not None:
-                    fd = os.open(self.out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # spans hold prompts
-                    self._out_file = open(fd, "a", encoding="utf-8")  # noqa: SIM115
+                    self._out_file = _append_0600(self.out)
                 asyncio.run_coroutine_threadsafe(self._start_in_loop(), loop).result(10)
             except BaseException:
                 self._teardown()
@@ -303,9 +315,10 @@ class Receiver:
             self._runner.stop(10)
         self._loop = self._runner = None
         self._server = None
-        if self._out_file is not None:
-            self._out_file.close()
-            self._out_file = None
+        for f in (self._out_file, self._otlp_out_file):
+            if f is not None:
+                f.close()
+        self._out_file = self._otlp_out_file = None
 
     def __enter__(self) -> Receiver:
         return self.start()
@@ -651,8 +664,8 @@ class Receiver:
             return refused
         try:
             from ._otlpcodec import request_rows, response_body
-        except MissingExtraError as exc:  # a 404: "no OTLP endpoint here", which no sender retries forever
-            raise _Reject(404, str(exc)) from None
+        except MissingExtraError as exc:  # 501: this receiver cannot take OTLP, and says what would make it
+            raise _Reject(501, str(exc)) from None
 
         as_json = "json" in headers.get("content-type", "")
         kind = {"content-type": "application/json" if as_json else "application/x-protobuf"}
@@ -682,10 +695,11 @@ class Receiver:
             self._writes += len(spans)
             self._batches.append(len(spans))
             self._cond.notify_all()
-        out = self._out_file
-        if out is not None and spans:
-            out.write("".join(json.dumps(row) + "\n" for _, _, row in spans if row is not None))
-            out.flush()
+        if self.out is not None and spans:
+            if self._otlp_out_file is None:
+                self._otlp_out_file = _append_0600(otlp_out(self.out))
+            self._otlp_out_file.write("".join(json.dumps(row) + "\n" for _, _, row in spans if row is not None))
+            self._otlp_out_file.flush()
         return 200, response_body(len(rejected), "; ".join(rejected[:3]), as_json), kind
 
     async def _batch(self, method: str, headers: dict[str, str], body: bytes) -> _Response:

@@ -483,4 +483,29 @@ def test_without_the_otel_extra_every_otlp_path_names_it(tmp_path: Path, receive
         print(r.status_code, r.json()["detail"])
         """
     )
-    assert served.stdout.startswith("404 OTLP spans in JSON need the otel extra"), served.stdout + served.stderr
+    assert served.stdout.startswith("501 OTLP spans in JSON need the otel extra"), served.stdout + served.stderr
+
+
+def test_receiver_out_writes_one_format_per_file_that_import_takes_back(tmp_path: Path) -> None:
+    import httpx
+
+    from spool._receiver import otlp_out
+
+    out = tmp_path / "captured.jsonl"
+    with Receiver(out=str(out)) as rx:
+        sgp = SGPSink(api_key="k", account_id="a", base_url=rx.url)
+        sgp.send_blocking([json.dumps(_sgp_item()).encode()], timeout=10)
+        exporter = SpoolSpanExporter(tmp_path / "o.db", sink=OTLPSink(rx.url + "/v1/traces"), config=FAST)
+        exporter.export(_spans(TracerProvider(), 2))
+        assert exporter.force_flush(10_000)
+        exporter.shutdown()
+        assert httpx.get(rx.url + "/_stats").json()["spans"] == 3
+    assert otlp_out(out) == str(tmp_path / "captured.otlp.jsonl")
+    assert len(out.read_text().splitlines()) == 1 and len(Path(otlp_out(out)).read_text().splitlines()) == 2
+    for src, n in ((out, 1), (Path(otlp_out(out)), 2)):
+        r = CliRunner().invoke(app, ["import", str(src), "--path", str(tmp_path / f"{src.stem}.db")])
+        assert r.exit_code == 0 and f"{n} new, 0 updated, 0 unchanged, 0 skipped" in r.stdout, r.output
+
+
+def _sgp_item() -> dict[str, str]:
+    return {"trace_id": "t", "id": "s", "name": "n", "start_timestamp": "2026-11-28T10:00:00Z"}

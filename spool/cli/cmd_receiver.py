@@ -52,7 +52,8 @@ def receiver(
     """Run a local span receiver: Scale GP's API and OTLP/HTTP.
 
     Serves PUT /v5/spans/batch and POST /v1/traces until Ctrl-C; --out appends what it accepts to a file (created
-    0600): SGP items, or one OTLP/JSON object per span.
+    0600) that spool import takes back: SGP items to FILE.jsonl, OTLP spans (one OTLP/JSON object per line) to
+    FILE.otlp.jsonl.
     """
     from .._receiver import Receiver
 

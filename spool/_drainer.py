@@ -428,13 +428,15 @@ class Drainer:
             what = {CredentialsError: "credentials refused", EndpointError: "no span API"}.get(
                 type(err), "requests refused"
             )
-            self._log_once(what, f"spool: {what} ({err}); spans kept, probing in {pause:.0f}s")
+            said = str(err) if isinstance(err, EndpointError) else f"{what} ({err})"  # (a 404 names itself)
+            self._log_once(what, f"spool: {said}; spans kept, probing in {pause:.0f}s")
             return False
         assert isinstance(err, TransientError)
         pause = self._pause(err.retry_after)
         self.counters["cooldowns"] += 1
         await self._db(self._store.release, lease.id, [r.seq for r in rows], time.time() + pause)
-        self._log_once("transient", f"spool: delivery failing ({err}); {len(rows)} spans kept, retry in {pause:.0f}s")
+        kept = f"{len(rows)} span{'' if len(rows) == 1 else 's'} kept"
+        self._log_once("transient", f"spool: delivery failing ({err}); {kept}, retry in {pause:.0f}s")
         return False
 
     def _round_went_through(self) -> None:

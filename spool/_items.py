@@ -37,6 +37,8 @@ def new_span_id() -> str:
 
 
 def _check_id(key: str, value: object) -> None:
+    if value is None:
+        raise ValueError(f"item is missing {key!r}")
     if type(value) is not str:
         raise ValueError(f"item[{key!r}] must be a string, got {type(value).__name__}")
     if not value:

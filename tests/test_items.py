@@ -70,6 +70,8 @@ def test_missing_required_key_is_named() -> None:
     for key in ("trace_id", "name", "start_timestamp"):
         with pytest.raises(ValueError, match=key):
             encode_item({k: v for k, v in BASE.items() if k != key}, MiB)
+    with pytest.raises(ValueError, match=r"^item is missing 'trace_id'$"):  # (not "must be a string, got NoneType")
+        encode_item({k: v for k, v in BASE.items() if k != "trace_id"}, MiB)
 
 
 def test_not_a_mapping() -> None:

@@ -24,7 +24,11 @@ def stats(
     path: PathOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with the stats fields.")] = False,
     detail: Annotated[
-        bool, typer.Option("--detail", help="With --json: add attempts_buckets, top_traces, last_error_at.")
+        bool,
+        typer.Option(
+            "--detail",
+            help=("With --json: add attempts_buckets, top_traces, last_error_at, moved_aside and dropped_memory."),
+        ),
     ] = False,
     watch: Annotated[
         bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C (with --json: one object per line).")

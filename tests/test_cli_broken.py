@@ -561,3 +561,18 @@ def test_commands_that_write_leave_a_damaged_file_byte_identical(
             assert "Traceback" not in r.output
     assert detected >= 25  # the check had damage to find
     assert len(receiver.spans) == 0  # nothing was sent from a damaged file
+
+
+@pytest.mark.parametrize("where", ["start-up", "command"])
+def test_ctrl_c_at_any_moment_exits_130_with_one_line(tmp_path: Path, where: str) -> None:
+    p = tmp_path / "spans.db"
+    make_spool(p, 3)
+    interrupt = (
+        "c._register = lambda *a: (_ for _ in ()).throw(KeyboardInterrupt())"  # while the commands load
+        if where == "start-up"
+        else "from spool._store import Store; Store.check = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt())"
+    )
+    code = f"import sys, spool.cli as c\n{interrupt}\nsys.argv = ['spool', 'check', '--path', {str(p)!r}]\nc.main()"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 130, r.stderr
+    assert r.stderr == "Error: interrupted\n"

@@ -7,7 +7,7 @@ stderr with exit code 2 (see `_common.fail`).
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from ._common import app
@@ -38,7 +38,23 @@ def _register(command: str | None = None) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. Ctrl-C at any moment, start-up included, exits 130 with one line."""
+    try:
+        _main()
+    except KeyboardInterrupt:  # before typer runs the command (imports, the fast stats path)
+        _interrupted()
+    except SystemExit as exc:  # typer turns a Ctrl-C inside a command into a silent exit 130
+        if exc.code == 130 and isinstance(getattr(exc.__context__, "__cause__", None), KeyboardInterrupt):
+            _interrupted()
+        raise
+
+
+def _interrupted() -> NoReturn:
+    print("Error: interrupted", file=sys.stderr)
+    raise SystemExit(130) from None
+
+
+def _main() -> None:
     args = sys.argv[1:]
     if args[:1] == ["stats"]:  # the hot read-only command: plain forms answered before typer loads
         from ._stats_report import fast_stats

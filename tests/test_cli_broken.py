@@ -20,7 +20,7 @@ from conftest import FAST, span
 from test_cli_ops import Proc
 
 from spool import SGPSink, Spool, SpoolConfig
-from spool._store import Store
+from spool._store import Store, spool_files
 from spool.testing import Receiver
 
 SPOOL = [str(Path(sys.executable).with_name("spool"))]
@@ -363,6 +363,24 @@ def test_stats_watch_into_a_pipe_writes_one_plain_frame_per_interval(tmp_path: P
         for _ in range(3):  # every frame arrives while the command runs, not only at the end
             proc.until(rf"^{p}   \d{{4}}-\d\d-\d\d")
             proc.until(r"^pending\s+3$")
+    finally:
+        proc.close()
+
+
+def test_stats_watch_follows_the_path_when_the_file_is_moved_aside(tmp_path: Path) -> None:
+    """What a running spool does with a damaged file (`<name>.corrupt-<time>`, then a fresh file): the watch shows
+    the file now at the path, or that there is none, not the file that was moved."""
+    p = tmp_path / "spans.db"
+    make_spool(p, 3)
+    proc = Proc("stats", "--watch", "--json", "--interval", "0.05", "--path", str(p))
+    try:
+        proc.until(r'^\{"pending": 3,')
+        for f in spool_files(p):
+            if f.exists():
+                f.rename(f.with_name(f.name.replace("spans.db", "spans.db.corrupt-20261206T030000Z")))
+        proc.until(rf'^\{{"error": "no spool at {p}"\}}$')
+        make_spool(p, 5)
+        proc.until(r'^\{"pending": 5,')
     finally:
         proc.close()
 

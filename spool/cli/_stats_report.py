@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._config import SpoolConfig
 from .._store import TOP_TRACES_MAX_ROWS, Store
 from ._format import human_bytes, human_count, human_duration
 
@@ -155,32 +156,73 @@ def fast_stats(argv: Sequence[str]) -> int | None:
     return 0
 
 
-def watch_stats(
-    store: Store, as_json: bool, interval: float, *, detail: bool = False, all_traces: bool = False
-) -> None:
-    """Re-read `store` every `interval` seconds until Ctrl-C: a rich Live table on a terminal; with `as_json` one
-    JSON object per line; otherwise (a pipe, a file) one plain table per interval, each flushed as it is written, so
+class _Followed:
+    """The spool at a path, for `--watch`: opened again when the file there is no longer the one open (moved aside,
+    as a running spool does with a damaged file; renamed; replaced), or when it comes back."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._store: Store | None = None
+
+    def frame(self, read: Callable[[Store], str]) -> str:
+        """`read(store)` of the file at the path now, or the one line that says why there is none."""
+        from ._boundary import ERRORS, error_line
+
+        try:
+            inode = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            inode = None
+        if self._store is not None and self._store.inode != inode:
+            self.close()
+        if inode is None:
+            return f"Error: no spool at {self.path}"
+        try:
+            if self._store is None:
+                self._store = Store(self.path, SpoolConfig.defaults(), create=False, readonly=True)
+            return read(self._store)
+        except ERRORS as exc:
+            self.close()
+            return f"Error: {error_line(exc)}"
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def watch_stats(path: Path, as_json: bool, interval: float, *, detail: bool = False, all_traces: bool = False) -> None:
+    """Read the spool at `path` every `interval` seconds until Ctrl-C, following the path (a file moved aside or
+    renamed: the file now there, or `no spool at PATH`): a rich Live table on a terminal; with `as_json` one JSON
+    object per line; otherwise (a pipe, a file) one plain table per interval, each flushed as it is written, so
     `spool stats --watch > log` and `| tee` see every frame."""
     import time
+
+    followed = _Followed(path)
+
+    def as_line(store: Store) -> str:
+        return json.dumps(collect_stats(store, detail=detail, all_traces=all_traces))
+
+    def as_table(color: bool, title: str) -> Callable[[Store], str]:
+        return lambda store: plain_stats(collect_stats(store, all_traces=all_traces), title, color=color)
 
     try:
         if as_json or not sys.stdout.isatty():
             while True:
                 if as_json:
-                    print(json.dumps(collect_stats(store, detail=detail, all_traces=all_traces)), flush=True)
+                    line = followed.frame(as_line)
+                    print(line if line.startswith("{") else json.dumps({"error": line[7:]}), flush=True)
                 else:
-                    data = collect_stats(store, all_traces=all_traces)
                     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-                    print(plain_stats(data, f"{store.path}   {stamp}", color=False) + "\n", flush=True)
+                    print(followed.frame(as_table(False, f"{path}   {stamp}")) + "\n", flush=True)
                 time.sleep(interval)
         from rich.console import Console
         from rich.live import Live
         from rich.text import Text
 
-        title = f"{store.path}   (every {interval:g}s, Ctrl-C to stop)"
+        title = f"{path}   (every {interval:g}s, Ctrl-C to stop)"
 
         def view() -> Text:
-            return Text.from_ansi(plain_stats(collect_stats(store, all_traces=all_traces), title, color=True))
+            return Text.from_ansi(followed.frame(as_table(True, title)))
 
         with Live(view(), console=Console(), auto_refresh=False) as live:
             while True:
@@ -188,3 +230,5 @@ def watch_stats(
                 live.update(view(), refresh=True)
     except KeyboardInterrupt:
         return
+    finally:
+        followed.close()

@@ -49,8 +49,8 @@ def stats(
     """
     if watch and not interval > 0:
         fail(f"--interval must be > 0, got {interval}")
-    with open_store(path) as store:
-        if watch:
-            watch_stats(store, as_json, interval, detail=detail, all_traces=traces)
-        else:
+    with open_store(path) as store:  # (a first read: a missing or damaged file is an Error: line, exit 2)
+        if not watch:
             print_stats(store, as_json, detail=detail, all_traces=traces)
+            return
+    watch_stats(store.path, as_json, interval, detail=detail, all_traces=traces)

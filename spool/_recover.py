@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._blobs import whole
 from ._config import SpoolConfig
 from ._errors import SpoolCorruptError, SpoolError
-from ._store import WHOLE_BODY, Store, damage_error, readonly_uri, register_functions
+from ._store import Store, damage_error, readonly_uri, register_functions
 from ._storebase import missing_dir
 
 __all__ = ["Salvage", "recover"]
@@ -39,6 +40,8 @@ class Salvage:
     uncounted: bool = False
     """Some damaged stretch held rows that nothing counts (the index, or the dead-letter table, was damaged too):
     `lost` is a lower bound."""
+    lost_strings: set[tuple[str, str]] = field(default_factory=set)
+    """Spans saved with their shared large string lost to the damage (`LOST` in its place)."""
     totals: dict[str, int] | None = None
     """The counters carried over; None when the meta table could not be read."""
     problems: list[str] = field(default_factory=list)
@@ -46,7 +49,7 @@ class Salvage:
 
     @property
     def complete(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.lost_strings
 
     def _met(self, exc: sqlite3.Error) -> None:
         if str(exc) not in self.problems:
@@ -77,10 +80,13 @@ def recover(src: Path, dst: Path) -> Salvage:
             raise SpoolError(f"nothing could be read from {src} ({exc})") from exc
         if "spans" not in tables:
             raise SpoolCorruptError(src)  # empty, or another program's database
-        # Rows come out whole: a blob (schema 3) is put back into each row that references it.
-        body = WHOLE_BODY if "blobs" in tables else "body"
+        # Rows come out whole: a blob (schema 3) is put back into each row that references it, or `LOST` when it was
+        # lost to the damage (read apart, so that one damaged blob costs its string, not the spans that share it).
+        body = "recover_body(trace_id, span_id, body, blob_at, blob)" if "blobs" in tables else "body"
         span_cols, dead_cols = _SPAN_COLS.format(body=body), _DEAD_COLS.format(body=body)
         register_functions(db)
+        blobs = sqlite3.connect(readonly_uri(src), uri=True, isolation_level=None)
+        db.create_function("recover_body", 5, _BlobReader(blobs, out))
         store: Store | None = None
         try:
             store = Store(dst, SpoolConfig.defaults())
@@ -108,9 +114,40 @@ def recover(src: Path, dst: Path) -> Salvage:
         finally:
             if store is not None:
                 store.close()
+            blobs.close()
     finally:
         db.close()
     return out
+
+
+LOST = b'"[lost in damage]"'
+"""What stands in a recovered span for a shared large string the damage took (a JSON string)."""
+
+
+class _BlobReader:
+    """`recover_body(trace_id, span_id, body, blob_at, blob)`: a row's whole bytes, with its shared string read on a
+    connection of its own (each string once); `LOST` in its place when it cannot be read, the span counted in
+    `Salvage.lost_strings`."""
+
+    def __init__(self, db: sqlite3.Connection, out: Salvage) -> None:
+        self._db, self._out = db, out
+        self._data: dict[int, bytes | None] = {}
+
+    def __call__(self, trace_id: str, span_id: str, body: bytes, at: int | None, key: int | None) -> bytes:
+        if key is None or at is None:
+            return body
+        if key not in self._data:
+            try:
+                row = self._db.execute("SELECT data FROM blobs WHERE key = ?", (key,)).fetchone()
+            except sqlite3.DatabaseError as exc:
+                self._out._met(exc)
+                row = None
+            self._data[key] = None if row is None else bytes(row[0])
+        data = self._data[key]
+        if data is None:
+            self._out.lost_strings.add((trace_id, span_id))
+            data = LOST
+        return whole(body, at, data)
 
 
 def _format(db: sqlite3.Connection) -> str | None:

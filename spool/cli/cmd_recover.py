@@ -33,11 +33,19 @@ def recover(
     if s.complete:
         print(f"everything was readable; deliver it with: spool flush --path {out}")
         return
+    what = []
     if s.uncounted:
-        lost = f"at least {plural(s.lost, 'row')} could not be read" if s.lost else "some rows could not be read"
-    else:
-        lost = f"{plural(s.lost, 'row')} could not be read"
-    print(f"{lost} ({'; '.join(s.problems[:3])}); deliver what was saved with: spool flush --path {out}")
+        what.append(f"at least {plural(s.lost, 'row')} could not be read" if s.lost else "some rows could not be read")
+    elif s.lost:
+        what.append(f"{plural(s.lost, 'row')} could not be read")
+    if s.lost_strings:
+        what.append(f"{plural(len(s.lost_strings), 'span')} saved with a lost string ([lost in damage] in its place)")
+    if s.totals is None:
+        what.append("the totals could not be read")
+    if not what:
+        what.append("the file is damaged where no row is")
+    why = f" ({'; '.join(s.problems[:3])})" if s.problems else ""
+    print(f"{', '.join(what)}{why}; deliver what was saved with: spool flush --path {out}")
     if s.spans == 0 and s.dead == 0:
         fail(f"nothing could be read from {p}")
     raise typer.Exit(1)

@@ -4,6 +4,7 @@ faults: a process killed with SIGKILL, a collector that is down, a 400 for one s
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -495,6 +496,7 @@ def test_receiver_out_writes_one_format_per_file_that_import_takes_back(tmp_path
     with Receiver(out=str(out)) as rx:
         sgp = SGPSink(api_key="k", account_id="a", base_url=rx.url)
         sgp.send_blocking([json.dumps(_sgp_item()).encode()], timeout=10)
+        asyncio.run(sgp.aclose())
         exporter = SpoolSpanExporter(tmp_path / "o.db", sink=OTLPSink(rx.url + "/v1/traces"), config=FAST)
         exporter.export(_spans(TracerProvider(), 2))
         assert exporter.force_flush(10_000)

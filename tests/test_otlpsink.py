@@ -60,3 +60,16 @@ def test_status_mapping(status: int, kind: type[Exception] | None) -> None:
     assert (err is None) if kind is None else type(err) is kind
     if status == 429:
         assert isinstance(err, TransientError) and err.retry_after == 3.0
+
+
+def test_a_connection_failure_names_the_url_it_tried_without_credentials() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sink = OTLPSink(f"http://user:secret-pw@127.0.0.1:{port}/v1/traces")
+    with pytest.raises(TransientError) as info:
+        sink.send_blocking([b""], timeout=5)
+    assert f"connection to http://user:***@127.0.0.1:{port}/v1/traces failed" in str(info.value)
+    assert "secret-pw" not in str(info.value)

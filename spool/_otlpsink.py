@@ -17,7 +17,7 @@ import orjson
 
 from ._errors import DeliveryError, RejectedError, SpoolConfigError
 from ._otlpwire import partial_rejected, request_body
-from ._sink import HttpSink, _password, classify_response, shown_url
+from ._sink import HttpSink, classify_response, shown_url, url_password
 
 if TYPE_CHECKING:
     import httpx
@@ -99,7 +99,6 @@ class OTLPSink(HttpSink):
             raise SpoolConfigError(
                 f"{source} {shown_url(self.endpoint)!r} is not an http(s) URL (e.g. http://127.0.0.1:4318)"
             )
-        given = headers is not None
         self._extra_headers = {k: v.strip() for k, v in (headers if headers is not None else otlp_headers()).items()}
         self.timeout = timeout if timeout is not None else _env_timeout()
         self.partial_rejected = 0
@@ -107,9 +106,9 @@ class OTLPSink(HttpSink):
         self._count = threading.Lock()
         self._url: httpx.URL | None = None
         self._headers: httpx.Headers | None = None
-        where = "headers" if given else self.credentials_setting
+        where = "headers" if headers is not None else self.credentials_setting
         super().__init__(
-            [*((v, f"{where} {k}") for k, v in self._extra_headers.items()), (_password(self.endpoint), "endpoint")]
+            [*((v, f"{where} {k}") for k, v in self._extra_headers.items()), (url_password(self.endpoint), "endpoint")]
         )
 
     def __repr__(self) -> str:  # never show the headers (they often carry a key), nor a password in the URL

@@ -34,6 +34,7 @@ __all__ = [
     "classify_response",
     "join_items",
     "shown_url",
+    "url_password",
 ]
 
 MAX_ANSWER_BYTES = 1 << 20
@@ -291,7 +292,7 @@ class SGPSink(HttpSink):
         self._url: httpx.URL | None = None
         self._headers: httpx.Headers | None = None
         super().__init__(
-            [(self._api_key, "SGP_API_KEY"), (_password(self._base_url), "SGP_CLIENT_BASE_URL")],
+            [(self._api_key, "SGP_API_KEY"), (url_password(self._base_url), "SGP_CLIENT_BASE_URL")],
         )
         # The SDK import takes about a second: start it now, off the caller's thread, so the first send is quick.
         self._configured = threading.Thread(target=self._try_configure, name="spool-sgp-config", daemon=True)
@@ -353,7 +354,8 @@ def _read_capped(resp: httpx.Response, limit: int = MAX_ANSWER_BYTES) -> bytes:
     return b"".join(parts)
 
 
-def _password(url: str | None) -> str | None:
+def url_password(url: str | None) -> str | None:
+    """The password in `url`, if it holds one (a credential: named, never shown)."""
     import urllib.parse
 
     try:
@@ -364,7 +366,7 @@ def _password(url: str | None) -> str | None:
 
 def shown_url(url: str) -> str:
     """`url` as it may be shown: a password in it replaced by `***`."""
-    password = _password(url)
+    password = url_password(url)
     return url.replace(f":{password}@", ":***@", 1) if password else url
 
 

@@ -107,7 +107,7 @@ class Inspection(StoreBase):
                GROUP BY l.owner ORDER BY count(*) DESC"""
         ):
             parsed = Owner.parse(owner)
-            if parsed is not None and book.alive(owner) is False:
+            if parsed is not None and book.state(owner) == "gone":
                 continue
             host, pid = (parsed.host, parsed.pid) if parsed is not None else (owner.split(":")[0], None)
             out.append({"host": host, "pid": pid, "spans": spans, "until": until})

@@ -9,8 +9,9 @@ takes rows (`LeaseBook.void`):
 - an `until` further ahead than any lease can be (`bound`: `lease_seconds` + the longest request or backoff) counts
   as now: a clock hours ahead cannot hold rows for hours;
 - a lease whose `until` has passed is void once this process has itself watched it, unchanged, for `bound` seconds
-  of its monotonic clock, or at once when this process wrote it (its clock wrote `until`): a drainer whose clock is
-  behind, whose leases look expired to the others, keeps its batches while it works on them.
+  of its monotonic clock, or at once when this process wrote it (its clock wrote `until`) or its owner is stopped
+  (SIGSTOP): a drainer whose clock is behind, whose leases look expired to the others, keeps its batches while it
+  works on them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-__all__ = ["LeaseBook", "Owner", "new_owner", "owner_alive", "past_bound"]
+__all__ = ["LeaseBook", "Owner", "new_owner", "owner_alive", "owner_state", "past_bound"]
 
 
 def past_bound(stored: float, now: float, bound: float) -> float:
@@ -74,14 +75,15 @@ def _machine() -> str:
 _MACHINE = _machine()
 
 
-def _proc(pid: int) -> tuple[int, bool] | None:
-    """(start time in ticks since boot, zombie) of `pid` from `/proc`; None where `/proc` does not tell."""
+def _proc(pid: int) -> tuple[int, str] | None:
+    """(start time in ticks since boot, state: `R`, `S`, `T` stopped, `Z` zombie, ...) of `pid` from `/proc`; None
+    where `/proc` does not tell."""
     stat = _read(f"/proc/{pid}/stat")
     if stat is None:
         return None
     fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": the comm may hold spaces and parentheses
     try:
-        return int(fields[19]), fields[0] == "Z"
+        return int(fields[19]), fields[0]
     except (IndexError, ValueError):
         return None
 
@@ -93,25 +95,33 @@ def new_owner() -> Owner:
     return Owner(socket.gethostname(), pid, proc[0] if proc else 0, _MACHINE, os.urandom(4).hex())
 
 
-def owner_alive(owner: Owner | None) -> bool | None:
-    """False when `owner` is a process of this host (this boot, this pid namespace) that no longer runs, or whose
-    pid another process has taken since; True when it runs; None when this process cannot tell (another host, an
-    older span-spool's lease)."""
+def owner_state(owner: Owner | None) -> str | None:
+    """`"gone"` when `owner` is a process of this host (this boot, this pid namespace) that no longer runs, or whose
+    pid another process has taken since; `"stopped"` when it is stopped (SIGSTOP, a debugger): alive, but sending
+    nothing; `"running"` otherwise; None when this process cannot tell (another host, an older span-spool's lease)."""
     if owner is None or owner.machine != _MACHINE or owner.host != socket.gethostname():
         return None
     try:
         os.kill(owner.pid, 0)
     except ProcessLookupError:
-        return False
+        return "gone"
     except PermissionError:
         pass  # another user's process: it runs
     except OSError:
         return None
     proc = _proc(owner.pid)
     if proc is None:
-        return True  # (no /proc: the pid runs, which is all that can be told)
-    start, zombie = proc
-    return not zombie and (owner.start == 0 or start == owner.start)
+        return "running"  # (no /proc: the pid runs, which is all that can be told)
+    start, state = proc
+    if state == "Z" or (owner.start and start != owner.start):
+        return "gone"
+    return "stopped" if state in ("T", "t") else "running"
+
+
+def owner_alive(owner: Owner | None) -> bool | None:
+    """False when `owner` is gone (`owner_state`), True when it is alive, running or stopped, None when unknown."""
+    state = owner_state(owner)
+    return None if state is None else state != "gone"
 
 
 class LeaseBook:
@@ -121,7 +131,7 @@ class LeaseBook:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._seen: dict[tuple[int, float], float] = {}  # (lease, until) -> when this process first saw it so
-        self._alive: dict[str, tuple[bool | None, float]] = {}
+        self._state: dict[str, tuple[str | None, float]] = {}
         self._me: Owner | None = None
 
     def me(self) -> Owner:
@@ -130,12 +140,12 @@ class LeaseBook:
             self._me = new_owner()
         return self._me
 
-    def alive(self, owner: str) -> bool | None:
-        """`owner_alive` of a lease's owner, asked again once a second has passed."""
+    def state(self, owner: str) -> str | None:
+        """`owner_state` of a lease's owner, asked again once a second has passed."""
         now = self._clock()
-        known = self._alive.get(owner)
+        known = self._state.get(owner)
         if known is None or now - known[1] > 1.0:
-            known = self._alive[owner] = (owner_alive(Owner.parse(owner)), now)
+            known = self._state[owner] = (owner_state(Owner.parse(owner)), now)
         return known[0]
 
     def void(self, leases: Iterable[tuple[int, str, float]], now: float, bound: float) -> list[int]:
@@ -147,7 +157,8 @@ class LeaseBook:
         out = []
         for lease, owner, until in leases:
             parsed = Owner.parse(owner)
-            if parsed is not None and self.alive(owner) is False:
+            state = None if parsed is None else self.state(owner)
+            if state == "gone":
                 out.append(lease)
                 continue
             first = seen[lease, until] = self._seen.get((lease, until), mono)
@@ -155,8 +166,8 @@ class LeaseBook:
                 continue
             if parsed is None or (parsed.pid, parsed.start, parsed.machine) == (me.pid, me.start, me.machine):
                 out.append(lease)  # its `until` came from this process's clock (or is all there is to judge)
-            elif mono - first >= bound:
-                out.append(lease)
+            elif state == "stopped" or mono - first >= bound:
+                out.append(lease)  # (a stopped owner is working on nothing: its expired lease need not be watched)
         self._seen = seen  # only the leases still in the file
-        self._alive = {o: v for o, v in self._alive.items() if mono - v[1] <= 1.0}
+        self._state = {o: v for o, v in self._state.items() if mono - v[1] <= 1.0}
         return out

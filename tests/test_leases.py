@@ -7,7 +7,9 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-from spool._leases import LeaseBook, Owner, new_owner, owner_alive, past_bound
+from conftest import poll
+
+from spool._leases import LeaseBook, Owner, new_owner, owner_alive, owner_state, past_bound
 
 BOUND = 90.0  # lease_seconds + the longest request or backoff
 
@@ -107,3 +109,20 @@ def test_this_processs_own_expired_lease_and_an_older_span_spools_are_void_at_th
 def test_past_bound() -> None:
     assert past_bound(1050.0, 1000.0, BOUND) == 1050.0
     assert past_bound(1000.0 + BOUND + 0.5, 1000.0, BOUND) == 1000.0
+
+
+def test_a_stopped_owners_expired_lease_is_void_at_once_its_live_one_runs_to_its_end() -> None:
+    """A drainer stopped with SIGSTOP (or in a debugger) sends nothing: once its lease has run out, nobody needs to
+    watch it for the bound before taking its rows; while the lease runs, the rows stay its own."""
+    import os
+    import signal
+
+    with _other_process() as owner:
+        pid = Owner.parse(owner).pid  # type: ignore[union-attr]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            assert poll(lambda: owner_state(Owner.parse(owner)) == "stopped", 10)
+            book = LeaseBook(Clock())
+            assert book.void([(1, owner, 1060.0), (2, owner, 999.0)], now=1000.0, bound=BOUND) == [2]
+        finally:
+            os.kill(pid, signal.SIGCONT)

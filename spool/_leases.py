@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-__all__ = ["LeaseBook", "Owner", "new_owner", "owner_alive", "owner_state", "past_bound"]
+__all__ = ["LeaseBook", "Owner", "new_owner", "owner_state", "past_bound"]
 
 
 def past_bound(stored: float, now: float, bound: float) -> float:
@@ -118,15 +118,9 @@ def owner_state(owner: Owner | None) -> str | None:
     return "stopped" if state in ("T", "t") else "running"
 
 
-def owner_alive(owner: Owner | None) -> bool | None:
-    """False when `owner` is gone (`owner_state`), True when it is alive, running or stopped, None when unknown."""
-    state = owner_state(owner)
-    return None if state is None else state != "gone"
-
-
 class LeaseBook:
     """This process's judgement of the leases in one file (see the module): what it has watched, on its monotonic
-    clock, and which owners it found alive (asked again after a second)."""
+    clock, and what it found of their owners (`owner_state`, asked again after a second)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from conftest import poll
 
-from spool._leases import LeaseBook, Owner, new_owner, owner_alive, owner_state, past_bound
+from spool._leases import LeaseBook, Owner, new_owner, owner_state, past_bound
 
 BOUND = 90.0  # lease_seconds + the longest request or backoff
 
@@ -48,16 +48,16 @@ def _other_process() -> Iterator[str]:
 def test_an_owner_names_host_pid_and_process_start() -> None:
     me = new_owner()
     assert Owner.parse(str(me)) == me and me.start > 0
-    assert owner_alive(me) is True
+    assert owner_state(me) == "running"
     assert Owner.parse("host:123:tag") is None  # an older span-spool's owner: nothing to judge it by
-    assert owner_alive(Owner.parse(_dead_owner())) is False
+    assert owner_state(Owner.parse(_dead_owner())) == "gone"
 
 
 def test_a_reused_pid_is_not_its_old_owner() -> None:
     me = new_owner()
-    assert owner_alive(Owner(me.host, me.pid, me.start + 1, me.machine, "x")) is False  # same pid, another process
-    assert owner_alive(Owner(me.host, me.pid, me.start, "another-boot.1", "x")) is None  # not this host: unknown
-    assert owner_alive(Owner("elsewhere", me.pid, me.start, me.machine, "x")) is None
+    assert owner_state(Owner(me.host, me.pid, me.start + 1, me.machine, "x")) == "gone"  # same pid, another process
+    assert owner_state(Owner(me.host, me.pid, me.start, "another-boot.1", "x")) is None  # not this host: unknown
+    assert owner_state(Owner("elsewhere", me.pid, me.start, me.machine, "x")) is None
 
 
 def test_a_dead_owners_lease_is_void_at_once() -> None:

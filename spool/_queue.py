@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from ._blobs import Split
 from ._items import Encoded
-from ._schema import _FORGET_BLOB, WHOLE_BODY
+from ._schema import _FORGET_BLOB, WHOLE_BODY, span_key
 from ._storebase import (
     _HEADROOM,
     _MAX_SEQ,
@@ -188,6 +188,7 @@ class Claimed(NamedTuple):
     lease: int
     trace_id: str
     span_id: str
+    is_end: int
 
 
 def _covered(live: Sequence[tuple[int, int]], seq: int) -> bool:
@@ -417,7 +418,7 @@ class Queue(StoreBase):
         lease = random.getrandbits(62) + 1  # never reused: a holder whose lease expired cannot renew another's
         # (a cool-down further ahead than `cooldown_max` was set by a clock that was ahead: it counts as over)
         cooled = "" if force else " AND (next_attempt_at <= :now OR next_attempt_at > :now + :cool)"
-        sql = f"""SELECT seq, version, attempts, {WHOLE_BODY}, :lease, trace_id, span_id FROM spans
+        sql = f"""SELECT seq, version, attempts, {WHOLE_BODY}, :lease, trace_id, span_id, is_end FROM spans
                   WHERE seq > :after AND seq < :before{cooled} ORDER BY seq LIMIT :n"""
         after = -_MAX_SEQ - 1
         for lo, hi in [*live, (_MAX_SEQ, _MAX_SEQ)]:
@@ -489,16 +490,18 @@ class Queue(StoreBase):
         db.execute("DELETE FROM meta WHERE key IN ('last_error', 'last_error_at')")
         if not sent or not self._holds(sent[0].lease):
             return 0  # answered after its lease was given back or taken over: the rows may be another's now
-        keys = [(c.seq, c.version, c.trace_id, c.span_id) for c in sent]
-        match = "seq = ?1 AND version = ?2 AND trace_id = ?3 AND span_id = ?4"  # (a freed seq may be reused)
-        at = self._ended_at()
-        self._ended_new += db.executemany(
-            f"INSERT INTO ended_keys (key, at) SELECT span_key(trace_id, span_id), ?5 FROM spans WHERE {match}"
-            " AND is_end",
-            [(*k, at) for k in keys],
+        # (by seq, version and identity: a freed seq may be reused, and is never enough to match; `rowcount`, not
+        # `total_changes`: a blob deleted with its last reference, by a trigger, is not a span)
+        deleted = db.executemany(
+            "DELETE FROM spans WHERE seq = ? AND version = ? AND trace_id = ? AND span_id = ?",
+            [(c.seq, c.version, c.trace_id, c.span_id) for c in sent],
         ).rowcount
-        # (`rowcount`, not `total_changes`: a blob deleted with its last reference, by a trigger, is not a span)
-        deleted = db.executemany(f"DELETE FROM spans WHERE {match}", keys).rowcount
+        # Every end sent is now delivered, its row deleted or not (one updated meanwhile by a later end): its start
+        # must not be sent after it.
+        at = self._ended_at()
+        ended = [(span_key(c.trace_id, c.span_id), at) for c in sent if c.is_end]
+        db.executemany("INSERT INTO ended_keys (key, at) VALUES (?, ?)", ended)
+        self._ended_new += len(ended)
         mono = time.monotonic()
         if self._ended_new > self.ended_keep // 16 or mono > self._ended_forgot_at + 60:
             self._forget_ends(at)

@@ -297,7 +297,53 @@ def test_otel_spans_to_scale_gp(receiver: Receiver, provider: TracerProvider, sp
     assert chat["metadata"]["otel.resource"]["service.name"] == "checkout"
     assert chat["start_timestamp"].endswith("+00:00")
     assert items["genai"]["input"] == {"messages": [{"role": "user", "content": "q"}]}
+    for key in ("input.value", "output.value"):  # moved to input/output, not copied: a prompt is stored once
+        assert key not in chat["metadata"]
+    assert not any(k.startswith("gen_ai.prompt.") for k in items["genai"]["metadata"])
     assert proc.stats().format == "sgp"  # type: ignore[union-attr]
+    proc.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        ({"openinference.span.kind": "LLM"}, "COMPLETION"),
+        ({"openinference.span.kind": "TOOL"}, "CODE_EXECUTION"),
+        ({"openinference.span.kind": "AGENT"}, "AGENT_WORKFLOW"),
+        ({"openinference.span.kind": "RETRIEVER"}, "KB_RETRIEVAL"),
+        ({"openinference.span.kind": "RERANKER"}, "RERANKING"),
+        ({"openinference.span.kind": "GUARDRAIL"}, "GUARDRAIL"),
+        ({"openinference.span.kind": "EVALUATOR"}, "EVALUATION"),
+        ({"openinference.span.kind": "CHAIN"}, "STANDALONE"),
+        ({"openinference.span.kind": "TOOL", "gen_ai.operation.name": "chat"}, "CODE_EXECUTION"),  # OpenInference first
+        ({"gen_ai.operation.name": "chat"}, "COMPLETION"),
+        ({"gen_ai.operation.name": "text_completion"}, "COMPLETION"),
+        ({"gen_ai.operation.name": "generate_content"}, "COMPLETION"),
+        ({"gen_ai.operation.name": "execute_tool"}, "CODE_EXECUTION"),
+        ({"gen_ai.operation.name": "invoke_agent"}, "AGENT_WORKFLOW"),
+        ({"gen_ai.operation.name": "create_agent"}, "AGENT_WORKFLOW"),
+        ({"gen_ai.operation.name": "embeddings"}, "STANDALONE"),
+        ({"http.method": "GET"}, None),
+    ],
+)
+def test_otel_spans_to_scale_gp_are_typed(
+    attributes: dict[str, str], expected: str | None, receiver: Receiver, provider: TracerProvider, spool_path: Path
+) -> None:
+    """The Scale GP type, from OpenInference's span kind or the GenAI operation, through `SGPSink` to the receiver;
+    each is one of the API's span types (`scale_gp_beta.types.SpanType`)."""
+    from typing import get_args
+
+    from scale_gp_beta.types.span_type import SpanType
+
+    assert expected is None or expected in get_args(SpanType)
+    sink = SGPSink(api_key="k", account_id="a", base_url=receiver.url)
+    proc = SpoolSpanProcessor(spool_path, sink=sink, config=FAST)
+    provider.add_span_processor(proc)
+    with provider.get_tracer("t").start_as_current_span("s", attributes=attributes):
+        pass
+    assert proc.force_flush(20_000)
+    (item,) = receiver.spans.values()
+    assert item.get("type") == expected
     proc.shutdown()
 
 

@@ -315,3 +315,14 @@ def test_processes_that_open_put_commit_and_close_in_a_loop_lose_nothing() -> No
     assert out.returncode == 0, out.stdout + out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["acked"] >= 200 and summary["lost"] == 0 and summary["flushed"]  # (~1,000 here, ~500 under load)
+
+
+def test_a_lease_past_its_time_whose_process_still_runs_says_so() -> None:
+    import time
+
+    from spool.cli._flush import leased_line
+
+    held = {"host": "web-1", "pid": 4242, "spans": 100, "until": 1000.0}
+    until = time.strftime("%H:%M:%S", time.localtime(1000.0))
+    assert leased_line(held, now=999.0) == f"100 spans leased by pid 4242 on web-1 until {until}"
+    assert leased_line(held, now=1001.0).startswith(f"100 spans leased by pid 4242 on web-1 until {until} (past, ")

@@ -121,10 +121,14 @@ def report(r: dict[str, Any]) -> None:
         print(f"last error: {r['last_error']}", file=sys.stderr)
 
 
-def leased_line(held: dict[str, Any]) -> str:
-    """`N spans leased by pid P on HOST until HH:MM:SS` (local time), from one entry of `Store.leased()`."""
+def leased_line(held: dict[str, Any], now: float | None = None) -> str:
+    """`N spans leased by pid P on HOST until HH:MM:SS` (local time), from one entry of `Store.leased()`; a lease
+    whose time has passed while its process still runs (hung, or its clock is behind) says so."""
     import time
 
     who = f"pid {held['pid']} on {held['host']}" if held["pid"] is not None else f"a drainer on {held['host']}"
     until = time.strftime("%H:%M:%S", time.localtime(held["until"]))
-    return f"{plural(held['spans'], 'span')} leased by {who} until {until}"
+    line = f"{plural(held['spans'], 'span')} leased by {who} until {until}"
+    if held["until"] < (time.time() if now is None else now):
+        line += " (past, and the process still runs: its spans are taken over once watched for the lease's bound)"
+    return line

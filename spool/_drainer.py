@@ -418,13 +418,10 @@ class Drainer:
             self.blocked = err
             pause = self._pause(None)
             await self._db(self._store.release, lease.id)
-            if isinstance(err, RequestRefusedError):
-                where = " / ".join(
-                    getattr(self._sink, name, "?") for name in ("credentials_setting", "endpoint_setting")
-                )
-                await self._db(
-                    self._store.set_error, f"requests refused: {err}; check {where} (draining paused, spans kept)"
-                )
+            if isinstance(
+                err, RequestRefusedError
+            ):  # (found by the probes, not by one request: `_failed` did not see it)
+                await self._db(self._store.set_error, self._error_text(err))
             what = {CredentialsError: "credentials refused", EndpointError: "no span API"}.get(
                 type(err), "requests refused"
             )
@@ -647,15 +644,22 @@ class Drainer:
         except Exception as exc:  # a sink bug is not a reason to lose or drop spans
             raise TransientError(f"sink raised {type(exc).__name__}: {exc}") from exc
 
+    def _error_text(self, exc: DeliveryError) -> str:
+        """What `last_error` says of a failure: a configuration failure (`_PAUSING`) names the settings to check."""
+        if isinstance(exc, CredentialsError):
+            return f"credentials refused: {exc} (draining paused, spans kept)"
+        if isinstance(exc, EndpointError):
+            where = getattr(self._sink, "endpoint_setting", "the sink's URL")
+            return f"{exc}; check {where} (draining paused, spans kept)"
+        if isinstance(exc, RequestRefusedError):
+            where = " / ".join(getattr(self._sink, name, "?") for name in ("credentials_setting", "endpoint_setting"))
+            return f"requests refused: {exc}; check {where} (draining paused, spans kept)"
+        return str(exc)
+
     async def _failed(self, exc: DeliveryError, rows: Sequence[Claimed], lease: _Lease) -> None:
         """Record a failed request: `last_error` (in the file, for every process's `stats`), a counted
         attempt on each row (transient failures only), and the server's `Retry-After`."""
-        text = str(exc)
-        if isinstance(exc, CredentialsError):
-            text = f"credentials refused: {exc} (draining paused, spans kept)"
-        elif isinstance(exc, EndpointError):
-            where = getattr(self._sink, "endpoint_setting", "the sink's URL")
-            text = f"{exc}; check {where} (draining paused, spans kept)"
+        text = self._error_text(exc)
         if isinstance(exc, CredentialsError):
             self.counters["credentials_refused"] += 1
         if isinstance(exc, TransientError):

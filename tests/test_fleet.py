@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import FAST, poll, span, store_items
+from test_cli_broken import spool_cmd
 
 from spool import SGPSink, Spool, SpoolConfig
 from spool._store import Store
@@ -95,13 +96,8 @@ def _line(proc: subprocess.Popen[str]) -> str:
 
 
 def _cli_flush(path: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SGP_API_KEY": "k", "SGP_ACCOUNT_ID": "a", "SGP_CLIENT_BASE_URL": url}
-    return subprocess.run(
-        [sys.executable, "-m", "spool", "flush", "--path", str(path), *extra],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    return spool_cmd(
+        "flush", "--path", path, *extra, env={"SGP_API_KEY": "k", "SGP_ACCOUNT_ID": "a", "SGP_CLIENT_BASE_URL": url}
     )
 
 

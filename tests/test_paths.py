@@ -5,20 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import in_fork, span, store_items
+from test_cli_broken import spool_cmd
 
 from spool import Spool, SpoolError
-
-
-def _spool(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "spool", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
-    )
 
 
 @pytest.mark.parametrize("dangling", [True, False], ids=["dangling", "to-a-spool"])
@@ -33,7 +26,7 @@ def test_a_symlinked_spool_path_is_refused(tmp_path: Path, dangling: bool) -> No
     with pytest.raises(SpoolError, match="is a symbolic link; give the file's real path"):
         Spool(link)
     assert target.exists() == (not dangling)  # nothing was created through the link
-    out = _spool("stats", "--path", str(link))
+    out = spool_cmd("stats", "--path", str(link))
     assert out.returncode == 2 and "is a symbolic link" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -55,7 +48,7 @@ def test_a_directory_given_as_path_says_so(tmp_path: Path) -> None:
     with pytest.raises(SpoolError, match="is a directory"):
         Spool(tmp_path)
     for cmd in (["stats"], ["dead", "list"], ["check"]):
-        out = _spool(*cmd, "--path", str(tmp_path))
+        out = spool_cmd(*cmd, "--path", str(tmp_path))
         assert out.returncode == 2 and f"{tmp_path} is a directory" in out.stderr, out.stderr
 
 
@@ -63,9 +56,9 @@ def test_import_and_recover_never_create_a_missing_directory(tmp_path: Path) -> 
     lines = tmp_path / "in.jsonl"
     lines.write_text('{"trace_id": "t", "id": "s", "name": "n", "start_timestamp": "2026-11-28T10:00:00Z"}\n')
     missing = tmp_path / "no" / "such"
-    out = _spool("import", str(lines), "--path", str(missing / "spans.db"))
+    out = spool_cmd("import", str(lines), "--path", str(missing / "spans.db"))
     assert out.returncode == 2 and f"{missing} does not exist" in out.stderr
     store_items(tmp_path / "src.db", [span(1)])
-    out = _spool("recover", "--path", str(tmp_path / "src.db"), "--out", str(missing / "new.db"))
+    out = spool_cmd("recover", "--path", str(tmp_path / "src.db"), "--out", str(missing / "new.db"))
     assert out.returncode == 2 and f"{missing} does not exist" in out.stderr
     assert not (tmp_path / "no").exists()

@@ -58,7 +58,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from spool import SGPSink, Spool, SpoolConfig
+from spool import SGPSink, Sink, Spool, SpoolConfig
 from spool._items import encode_item
 from spool._store import Store
 
@@ -176,13 +176,10 @@ def unlink_db(path: Path) -> None:
             (path.parent / (path.name + suffix)).unlink()
 
 
-class NullSink:
+class NullSink(Sink):
     """Takes every batch at once (hot-path sections: the network is measured elsewhere)."""
 
-    async def send(self, items: Sequence[bytes], *, timeout: float) -> None:
-        return None
-
-    async def aclose(self) -> None:
+    def send_blocking(self, bodies: Sequence[bytes], *, timeout: float) -> None:
         return None
 
 
@@ -498,7 +495,7 @@ async def bench_delivery(n: int, rounds: int, tmp: Path, rx: ReceiverProcess) ->
             theirs["cpu"].append(cpu / n * 1e6)
     finally:
         await sdk.close()
-        await sink.aclose()
+        sink.close()
     return {
         "spans_per_round": n,
         "rounds": rounds,
@@ -639,7 +636,7 @@ async def bench_replay(
             )
     finally:
         rx.reset()
-        await sink.aclose()
+        sink.close()
     return {"backlog": n, "latency_s": latency, "runs": runs}
 
 

@@ -149,7 +149,7 @@ def bench_otlp(spans: list[Any], rounds: int, tmp: Path, rx: Any) -> dict[str, A
                 raise RuntimeError(f"otlp round {r}: the official exporter did not deliver everything")
     finally:
         official.shutdown()
-        asyncio.run(sink.aclose())
+        sink.close()
     deliver, official_us = statistics.median(ours), statistics.median(theirs)
     send = statistics.median(sink_only)
     return {

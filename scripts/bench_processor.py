@@ -33,7 +33,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
@@ -41,7 +41,7 @@ from typing import Any
 
 from agentex.types.span import Span
 
-from spool import SGPSink, SpoolConfig
+from spool import SGPSink, Sink, SpoolConfig
 from spool._processors import SpoolTracingProcessor, SyncSpoolTracingProcessor
 
 
@@ -299,11 +299,8 @@ async def loop_lag(seconds: float, rate: int, tmp: Path) -> None:
     )
 
 
-class NullSink:
-    async def send(self, items: Any, *, timeout: float) -> None:
-        return None
-
-    async def aclose(self) -> None:
+class NullSink(Sink):
+    def send_blocking(self, bodies: Sequence[bytes], *, timeout: float) -> None:
         return None
 
 

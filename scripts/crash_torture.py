@@ -58,7 +58,7 @@ async def _child(path: str, url: str, side: str, trial: int) -> None:
     trace = f"trial-{trial}"
     sink = SGPSink(api_key="k", account_id="a", base_url=url)
     fd = os.open(side, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    await sink.prepare()  # the SDK import and set-up, so that the kill lands while spans are on the wire
+    sink.prepare()  # the SDK import and set-up, so that the kill lands while spans are on the wire
     async with Spool(path, sink=sink, config=CONFIG) as sp:
         print("ready", flush=True)
         n = 0

@@ -10,10 +10,11 @@ Leases: a claimed batch is leased for `lease_seconds`; before every request the 
 (the whole request: connect, write and read together, `spool._deadline`), so no other drainer can claim rows while
 a request carrying them may still be on the wire.
 
-The steady path: with a `BlockingSink`, each worker sends from a drain thread of its own and completes each batch
-together with the claim of the next one, without a trip through the event loop, for as long as requests go through
-at their first attempt. Anything else (a failed request, a lease to renew, a batch to pre-split) goes back to the
-async path on the loop, with the outcome already known.
+Requests are made from drain threads (`Sink.send_blocking`), and a request's outcome is a value (`_request`: None,
+or the `DeliveryError` it failed with). The steady path: each worker sends from a drain thread of its own and
+completes each batch together with the claim of the next one, without a trip through the event loop, for as long as
+requests go through at their first attempt. Anything else (a failed request, a lease to renew, a batch to pre-split)
+goes back to the loop (`_deliver_claim`), with the outcome already known.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from ._errors import (
 from ._leases import new_owner
 from ._policy import RoundPolicy
 from ._retry import Sleep, retrying
-from ._sink import BlockingSink, Sink
+from ._sink import Sink
 from ._store import Claimed, Store
 
 __all__ = ["Drainer"]
@@ -125,6 +126,7 @@ class Drainer:
         self._delete_guard = hold  # entered around each deletion (`Spool._near_cap_hold`)
         self.owner = str(new_owner())  # unique to this drainer (`spool._leases.Owner`)
         self.counters: collections.Counter[str] = collections.Counter()
+        """This drainer's counts, under their `spool._counters.COUNTERS` keys."""
         self.blocked: DeliveryError | None = None
         """The last round's failure when it was one of `_PAUSING` (a refused key, no span API at the URL); cleared
         by the next round that goes through. `Spool.flush(strict=True)` gives up on it at once."""
@@ -140,7 +142,7 @@ class Drainer:
         """Why the last drain round stopped on the file itself (a full or failing disk); None once one goes through."""
         self._store_fault: sqlite3.Error | None = None
         self._store_logged_at = -60.0
-        self._threads = Workers("spool-drain") if isinstance(sink, BlockingSink) else None
+        self._threads = Workers("spool-drain")
         self._backlog = store.has_rows()  # read on the caller's thread: the store's thread has not started using it
 
     # -- lifecycle --------------------------------------------------------------------------------------------
@@ -176,8 +178,7 @@ class Drainer:
                 await task
         with contextlib.suppress(sqlite3.Error):  # a failing disk: the leases run out by themselves
             await self._db(self._store.release_owner, self.owner)
-        if self._threads is not None:
-            self._threads.close()
+        self._threads.close()
 
     async def _run(self, drain_now: bool) -> None:
         assert self._wake is not None
@@ -245,10 +246,8 @@ class Drainer:
             log.error("spool: %s; delivery goes on when the disk recovers", self.store_error)
 
     async def _prepare(self) -> None:
-        prepare = getattr(self._sink, "prepare", None)  # optional: set-up that must not eat into a lease
-        if prepare is not None:
-            with contextlib.suppress(Exception):  # a failing set-up surfaces in send(), as a delivery error
-                await prepare()
+        with contextlib.suppress(Exception):  # a failing set-up surfaces in send_blocking, as a delivery error
+            await self._threads.run(self._sink.prepare)
 
     async def _probe(self, batch_size: int) -> bool:
         """After a failed round, one batch goes first, alone: a backend that may still be down is not sent
@@ -282,13 +281,12 @@ class Drainer:
                     if not rows:
                         return
                     lease, failed = _Lease(rows[0].lease, lease_until), None
-                    if self._threads is not None:
-                        rows, lease, failed, turn_over = await self._steady(rows, lease, nxt)
-                        if not rows:
-                            return
-                        if turn_over:  # another worker waits for a slot (a flush, say): this batch waits its turn
-                            nxt.rows, nxt.until = list(rows), lease.until
-                            continue
+                    rows, lease, failed, turn_over = await self._steady(rows, lease, nxt)
+                    if not rows:
+                        return
+                    if turn_over:  # another worker waits for a slot (a flush, say): this batch waits its turn
+                        nxt.rows, nxt.until = list(rows), lease.until
+                        continue
                     if not await self._deliver_claim(rows, lease, nxt, failed):
                         return
                 finally:
@@ -331,7 +329,6 @@ class Drainer:
         stopped, with its lease, the failure of the request just made (None: not sent yet) and whether it stopped to
         hand its slot to a waiting worker; no rows when nothing is left to claim. Cancelled, it gives the batch in
         hand back at once (as the async path does), and the thread stops after the request in progress."""
-        assert self._threads is not None
         stop, hand = threading.Event(), [lease]
         fut = self._threads.submit(self._steady_in_thread, rows, lease, nxt, stop, hand)
         try:
@@ -367,19 +364,15 @@ class Drainer:
         self, rows: Sequence[Claimed], lease: _Lease, nxt: _Next, stop: threading.Event, hand: list[_Lease]
     ) -> tuple[Sequence[Claimed], _Lease, DeliveryError | None, int, bool]:
         cfg = self._config
-        send = self._sink.send_blocking  # type: ignore[attr-defined]
         requests = 0
         while rows:
             if requests and sum(self._waiting.values()) > self._waiting.get(nxt.size, 0):
                 return rows, lease, None, requests, True
             if stop.is_set() or self._lease_short(lease) or self._too_big(rows):
                 return rows, lease, None, requests, False
-            try:
-                send([r.body for r in rows], timeout=cfg.request_timeout)
-            except DeliveryError as exc:
-                return rows, lease, _unlinked(exc), requests, False
-            except Exception as exc:  # a sink bug is not a reason to lose or drop spans
-                return rows, lease, TransientError(f"sink raised {type(exc).__name__}: {exc}"), requests, False
+            failed = self._request(rows)
+            if failed is not None:
+                return rows, lease, failed, requests, False
             requests += 1
             until = time.monotonic() + cfg.lease_seconds  # taken before the claim: never later
             size = nxt.size if not stop.is_set() and (nxt.force or not self.policy.paused()) else 0
@@ -527,7 +520,7 @@ class Drainer:
             else:
                 await self._db(self._counted(self._store.complete), sent)
             return True
-        self.counters["rejected_requests"] += 1
+        self.counters["rejected"] += 1
         if rejected.status == 413:
             self.policy.refused_size(_request_bytes(sent))
         if len(sent) == 1:
@@ -540,7 +533,7 @@ class Drainer:
 
     async def _to_dead(self, row: Claimed, rejected: RejectedError) -> None:
         if await self._db(self._store.to_dead, row, rejected.status, rejected.detail):
-            self.counters["dead"] += 1
+            self.counters["dead_lettered"] += 1
             log.warning("spool: span rejected (%s), moved to dead letters", rejected)
 
     async def _probe_singles(
@@ -560,7 +553,7 @@ class Drainer:
             if alone is None:
                 await self._db(self._counted(self._store.complete), sent)
                 return left
-            self.counters["rejected_requests"] += 1
+            self.counters["rejected"] += 1
             if (alone.status, alone.detail) != (rejected.status, rejected.detail):
                 await self._to_dead(row, alone)
                 return left
@@ -602,11 +595,8 @@ class Drainer:
             rows = await self._hold(rows, lease)
             if not rows:
                 return rows, None
-            try:
-                await self._post(rows)
-            except DeliveryError as exc:
-                failed = exc
-            else:
+            failed = await self._post(rows)
+            if failed is None:
                 self.counters["requests"] += 1
                 return rows, None
         await self._failed(failed, rows, lease)
@@ -627,32 +617,36 @@ class Drainer:
             lease.until = until
         return () if lease.lost else rows
 
-    async def _post(self, rows: Sequence[Claimed]) -> None:
-        """One request, cut off at `request_timeout` whatever the sink does (the lease is sized on that)."""
+    async def _post(self, rows: Sequence[Claimed]) -> DeliveryError | None:
+        """`_request` from a drain thread, its outcome awaited for at most `request_timeout` (the lease is sized on
+        that) whatever the sink does."""
         timeout = self._config.request_timeout
-        bodies = [r.body for r in rows]
         try:
             async with asyncio.timeout(timeout):
-                if self._threads is not None:  # a BlockingSink: one pool of threads sends, the drainer's own
-                    await self._threads.run(self._sink.send_blocking, bodies, timeout=timeout)  # type: ignore[attr-defined]
-                else:
-                    await self._sink.send(bodies, timeout=timeout)
-        except DeliveryError:
-            raise
-        except TimeoutError as exc:
-            raise TransientError(f"no answer within request_timeout ({timeout:g}s)") from exc
-        except Exception as exc:  # a sink bug is not a reason to lose or drop spans
-            raise TransientError(f"sink raised {type(exc).__name__}: {exc}") from exc
+                return await self._threads.run(self._request, rows)
+        except TimeoutError:
+            return TransientError(f"no answer within request_timeout ({timeout:g}s)")
+
+    def _request(self, rows: Sequence[Claimed]) -> DeliveryError | None:
+        """One request (blocking: a drain thread), its outcome as a value: None when the sink took every row, else
+        the failure. A sink that raises anything but a `DeliveryError` has a bug, which is no reason to lose or drop
+        spans: a `TransientError`."""
+        try:
+            self._sink.send_blocking([r.body for r in rows], timeout=self._config.request_timeout)
+        except DeliveryError as exc:
+            return _unlinked(exc)
+        except Exception as exc:
+            return TransientError(f"sink raised {type(exc).__name__}: {exc}")
+        return None
 
     def _error_text(self, exc: DeliveryError) -> str:
         """What `last_error` says of a failure: a configuration failure (`_PAUSING`) names the settings to check."""
         if isinstance(exc, CredentialsError):
             return f"credentials refused: {exc} (draining paused, spans kept)"
         if isinstance(exc, EndpointError):
-            where = getattr(self._sink, "endpoint_setting", "the sink's URL")
-            return f"{exc}; check {where} (draining paused, spans kept)"
+            return f"{exc}; check {self._sink.endpoint_setting} (draining paused, spans kept)"
         if isinstance(exc, RequestRefusedError):
-            where = " / ".join(getattr(self._sink, name, "?") for name in ("credentials_setting", "endpoint_setting"))
+            where = f"{self._sink.credentials_setting} / {self._sink.endpoint_setting}"
             return f"requests refused: {exc}; check {where} (draining paused, spans kept)"
         return str(exc)
 

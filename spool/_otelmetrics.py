@@ -11,32 +11,12 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from ._counters import COUNTERS, DROP_REASONS, GAUGES
+
 if TYPE_CHECKING:
     from ._spool import Spool
 
 __all__ = ["COUNTERS", "GAUGES", "instrument"]
-
-COUNTERS: dict[str, tuple[str, str]] = {
-    # metrics() key: (unit, description); exported as ObservableCounter `spool.<key>` (this process, since open)
-    "delivered": ("{span}", "Spans the backend took (deleted from the spool)"),
-    "retried": ("{request}", "Failed transient attempts (timeouts, 408/429/5xx, connection errors); retried"),
-    "rejected": ("{request}", "Requests refused as invalid (400/409/413/422), splits of a rejected batch included"),
-    "dead_lettered": ("{span}", "Spans moved to dead letters"),
-    "credentials_refused": ("{request}", "Requests refused for credentials (401/403); draining paused"),
-    "cooldowns": ("{batch}", "Batches that ran out of attempts; their rows were kept and cool down"),
-    "requests": ("{request}", "Successful requests"),
-    "partial_rejected": ("{span}", "Spans an OTLP server refused in a partial_success (not retried)"),
-}
-GAUGES: dict[str, tuple[str, str]] = {
-    # SpoolStats field: (unit, description); exported as ObservableGauge `spool.<field>` (the whole file)
-    "pending": ("{span}", "Rows not yet delivered, in flight included"),
-    "inflight": ("{span}", "Rows leased by a drainer right now"),
-    "dead": ("{span}", "Dead letters in the file"),
-    "oldest_age_s": ("s", "Age of the oldest pending row (no observation when nothing is pending)"),
-    "db_bytes": ("By", "Database + WAL bytes on disk"),
-    "delivered_total": ("{span}", "Spans delivered from this file, all processes, across restarts"),
-    "dropped_total": ("{span}", "Spans dropped, all processes, across restarts"),
-}
 
 
 class _Snapshot:
@@ -70,8 +50,6 @@ def instrument(spool: Spool, meter: Any = None, *, max_age: float = 1.0) -> list
         from opentelemetry import metrics
     except ImportError as exc:  # pragma: no cover - the dev environment has it
         raise ImportError("spool.otel needs opentelemetry-api: pip install 'span-spool[otel]'") from exc
-    from ._spool import DROP_REASONS
-
     if meter is None:
         from . import __version__
 

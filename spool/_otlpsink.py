@@ -91,7 +91,12 @@ class OTLPSink(HttpSink):
     _method: ClassVar[str] = "POST"
 
     def __init__(
-        self, endpoint: str | None = None, headers: Mapping[str, str] | None = None, timeout: float | None = None
+        self,
+        endpoint: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        *,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.endpoint = (endpoint or otlp_endpoint()).strip()
         if not self.endpoint.lower().startswith(("http://", "https://")):
@@ -108,7 +113,8 @@ class OTLPSink(HttpSink):
         self._headers: httpx.Headers | None = None
         where = "headers" if headers is not None else self.credentials_setting
         super().__init__(
-            [*((v, f"{where} {k}") for k, v in self._extra_headers.items()), (url_password(self.endpoint), "endpoint")]
+            [*((v, f"{where} {k}") for k, v in self._extra_headers.items()), (url_password(self.endpoint), "endpoint")],
+            transport,
         )
 
     def __repr__(self) -> str:  # never show the headers (they often carry a key), nor a password in the URL
@@ -134,8 +140,11 @@ class OTLPSink(HttpSink):
         except ValueError as exc:
             raise RejectedError(f"a row is not an OTLP span ({exc})", detail=str(exc)) from None
 
-    def send_blocking(self, items: Sequence[bytes], *, timeout: float) -> None:
-        super().send_blocking(items, timeout=min(timeout, self.timeout) if self.timeout else timeout)
+    def counters(self) -> Mapping[str, int]:
+        return {"partial_rejected": self.partial_rejected}
+
+    def send_blocking(self, bodies: Sequence[bytes], *, timeout: float) -> None:
+        super().send_blocking(bodies, timeout=min(timeout, self.timeout) if self.timeout else timeout)
 
     def _outcome(self, status: int, body: bytes, headers: httpx.Headers, url: str) -> None:
         err = classify_otlp(status, body, headers.get("retry-after"), url)

@@ -1,24 +1,22 @@
 """Sinks: where batches go. `SGPSink` speaks Scale GP's `PUT /v5/spans/batch`.
 
-A sink's `send` either returns (the server took every item) or raises a `DeliveryError` subclass saying what kind
-of failure it was: `TransientError` (retry), `RejectedError` (some item is bad: split the batch),
-`CredentialsError` (pause until the key is fixed).
+`Sink` is the contract the drainer, the CLI and the processors call; `HttpSink` is what the HTTP sinks share.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import email.utils
 import math
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 import orjson
 
-from ._dbthread import Workers
 from ._errors import CredentialsError, DeliveryError, EndpointError, RejectedError, SpoolConfigError, TransientError
 from ._fork import watch_fork
 
@@ -27,7 +25,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_ANSWER_BYTES",
-    "BlockingSink",
     "HttpSink",
     "SGPSink",
     "Sink",
@@ -44,24 +41,42 @@ _REJECTED = frozenset({400, 409, 413, 422})
 _CREDENTIALS = frozenset({401, 403})
 
 
-@runtime_checkable
-class Sink(Protocol):
-    """Something that takes batches of encoded span items."""
+class Sink(abc.ABC):
+    """Where the drainer sends batches: the whole contract. Subclass it, set `format` and write `send_blocking`.
 
-    async def send(self, items: Sequence[bytes], *, timeout: float) -> None:
-        """Deliver `items` (each the exact JSON bytes of one span) or raise a `DeliveryError` subclass."""
+    The drainer calls `send_blocking` from threads of its own, up to `max_inflight` at once (it must be
+    thread-safe), never on an event loop; `prepare` once before a round's first batch is leased; `close` when the
+    spool closes (the sink may be used again afterwards). Nothing else is looked up on a sink.
+    """
 
-    async def aclose(self) -> None:
-        """Release connections. The sink may be used again afterwards (it reconnects)."""
+    format: ClassVar[str] = "sgp"
+    """The storage format of the rows this sink takes: `sgp` (each body one Scale GP item's JSON) or `otlp` (each
+    body one OTLP `Span` message, protobuf). A spool file created for the sink gets this format."""
+    endpoint_setting: ClassVar[str] = "the sink's URL"
+    """Where an operator sets the URL (named when the server has no such endpoint)."""
+    credentials_setting: ClassVar[str] = "the sink's credentials"
+    """Where an operator sets the credentials (named when the server refuses them)."""
 
+    @abc.abstractmethod
+    def send_blocking(self, bodies: Sequence[bytes], *, timeout: float) -> None:
+        """Deliver `bodies` (stored rows, in the sink's `format`) within `timeout` seconds, or raise a
+        `DeliveryError` subclass, the whole outcome vocabulary: `TransientError` (retry later, rows kept),
+        `RejectedError` (some body is bad: the batch is split until it stands alone, then dead-lettered),
+        `CredentialsError` / `EndpointError` (configuration: draining pauses, rows kept). Anything else raised is
+        taken as transient. Returning means the server took every body: their rows are deleted."""
 
-@runtime_checkable
-class BlockingSink(Sink, Protocol):
-    """A sink that can also send from a thread: the drainer then sends and completes batches in threads of its own,
-    without a trip through the event loop per batch, while requests go through at their first attempt."""
+    def prepare(self) -> None:
+        """Set-up (configuration, connections) made before a batch is leased, so that a request's lease covers the
+        request only. Blocking; an error here is ignored, and surfaces from `send_blocking`."""
+        return None
 
-    def send_blocking(self, items: Sequence[bytes], *, timeout: float) -> None:
-        """`send`, blocking the calling thread."""
+    def counters(self) -> Mapping[str, int]:
+        """The sink's own counters for this process (merged into `Spool.metrics()`)."""
+        return {}
+
+    def close(self) -> None:
+        """Release connections and threads. The sink may be used again afterwards (it reconnects)."""
+        return None
 
 
 def join_items(items: Sequence[bytes]) -> bytes:
@@ -125,31 +140,29 @@ def classify_response(
     return TransientError(msg, status=status, detail=detail, retry_after=_retry_after(retry_after))
 
 
-class HttpSink:
-    """What `SGPSink` and `OTLPSink` share: one keep-alive `httpx.HTTPTransport` (httpx's public transport API) per
-    process, and a request made in a sender thread of the sink's own, one per request in flight: the event loop only
-    hands the stored bytes over and awaits the outcome, so building, sending and parsing never stall it, and the
-    sync transport costs half the CPU of the async one per request. Not bound to an event loop: any loop can send,
-    and a forked child makes its own connections. A proxy from the environment (`HTTPS_PROXY`, `ALL_PROXY`,
-    `NO_PROXY`) is honoured as httpx would. Subclasses say where (`_target`), what (`_body`) and what an answer
-    means (`_outcome`)."""
+class HttpSink(Sink):
+    """What `SGPSink` and `OTLPSink` share: one keep-alive `httpx.HTTPTransport` per process (a forked child makes
+    its own connections), the sync transport (half the CPU of the async one per request; the drainer's threads
+    send), a deadline over the whole request, and credentials that are never shown (`scrub`). A proxy from the
+    environment (`HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`) is honoured as httpx would. `transport`: an
+    `httpx.BaseTransport` to use instead (`httpx.MockTransport(handler)` in tests). Subclasses say where
+    (`_target`), what (`_body`) and what an answer means (`_outcome`)."""
 
     format: ClassVar[str]
-    """The storage format of the spool files this sink delivers (`sgp` or `otlp`)."""
     endpoint_setting: ClassVar[str]
-    """Where an operator sets the URL (named when the server has no such endpoint)."""
     credentials_setting: ClassVar[str]
-    """Where an operator sets the credentials (named when the server refuses them)."""
     _method: ClassVar[str] = "POST"
 
-    def __init__(self, secrets: Sequence[tuple[str | None, str]] = ()) -> None:
+    def __init__(
+        self, secrets: Sequence[tuple[str | None, str]] = (), transport: httpx.BaseTransport | None = None
+    ) -> None:
         self._secrets = sorted(
             {(v, setting) for v, setting in secrets if v and len(v) >= 4}, key=lambda s: -len(s[0])
         )  # (value, the setting that holds it), longest first: never shown, only named
         self._lock = threading.Lock()
-        self._transport: httpx.HTTPTransport | None = None
+        self._given = transport
+        self._transport: httpx.BaseTransport | None = None
         self._transport_pid = 0
-        self._senders = Workers("spool-send")
         watch_fork(self)
 
     def _before_fork(self) -> None:
@@ -188,9 +201,11 @@ class HttpSink:
             exc.detail = self.scrub(exc.detail)
         return exc
 
-    def _ready(self) -> httpx.HTTPTransport:
-        """A transport for this process (blocking: call it in a sender thread)."""
+    def _ready(self) -> httpx.BaseTransport:
+        """A transport for this process (blocking)."""
         with self._lock:
+            if self._given is not None:
+                return self._given
             if self._transport is None or self._transport_pid != os.getpid():  # a forked child: its own sockets
                 import httpx
 
@@ -203,22 +218,16 @@ class HttpSink:
                 self._transport_pid = os.getpid()
             return self._transport
 
-    async def prepare(self) -> None:
-        """Finish set-up (configuration, the transport) before a batch is leased, so a request's timeout and lease
-        cover the request only. Raises what `send` would raise for a bad configuration."""
-        if self._transport is None or self._transport_pid != os.getpid():
-            await self._senders.run(self._ready)
+    def prepare(self) -> None:
+        self._ready()
 
-    async def send(self, items: Sequence[bytes], *, timeout: float) -> None:
-        await self._senders.run(self.send_blocking, items, timeout=timeout)
-
-    def send_blocking(self, items: Sequence[bytes], *, timeout: float) -> None:
-        """`send`, blocking the calling thread (never call it on an event loop). The whole request (connect, write,
+    def send_blocking(self, bodies: Sequence[bytes], *, timeout: float) -> None:
+        """One request (never call it on an event loop). The whole request (connect, write,
         read, and the reading of the answer) is cut off at `timeout`; at most `MAX_ANSWER_BYTES` of the answer are read.
         A 2xx whose body is then cut short counts as taken: the server answers only after it stored the batch, and
         sending it again would only repeat it. The error raised names no credential value (`scrub`)."""
         try:
-            self._send(items, timeout)
+            self._send(bodies, timeout)
         except DeliveryError as exc:
             raise self._scrubbed(exc) from None
 
@@ -253,11 +262,9 @@ class HttpSink:
         except httpx.TransportError as exc:
             raise TransientError(f"connection to {shown_url(str(url))} failed: {type(exc).__name__}: {exc}") from exc
 
-    async def aclose(self) -> None:
-        """Close the connections and stop idle sender threads (the sink reconnects when used again)."""
+    def close(self) -> None:
         with self._lock:
             transport, self._transport = self._transport, None
-        self._senders.close()
         if transport is not None:
             transport.close()
 
@@ -276,7 +283,14 @@ class SGPSink(HttpSink):
     credentials_setting: ClassVar[str] = "SGP_API_KEY / SGP_ACCOUNT_ID"
     _method: ClassVar[str] = "PUT"
 
-    def __init__(self, api_key: str | None = None, account_id: str | None = None, base_url: str | None = None) -> None:
+    def __init__(
+        self,
+        api_key: str | None = None,
+        account_id: str | None = None,
+        base_url: str | None = None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         # (stripped: a file-mounted secret ends in a newline, which no header may carry)
         self._api_key = (api_key or os.environ.get("SGP_API_KEY") or "").strip() or None
         self._account_id = (account_id or os.environ.get("SGP_ACCOUNT_ID") or "").strip() or None
@@ -292,7 +306,7 @@ class SGPSink(HttpSink):
         self._url: httpx.URL | None = None
         self._headers: httpx.Headers | None = None
         super().__init__(
-            [(self._api_key, "SGP_API_KEY"), (url_password(self._base_url), "SGP_CLIENT_BASE_URL")],
+            [(self._api_key, "SGP_API_KEY"), (url_password(self._base_url), "SGP_CLIENT_BASE_URL")], transport
         )
         # The SDK import takes about a second: start it now, off the caller's thread, so the first send is quick.
         self._configured = threading.Thread(target=self._try_configure, name="spool-sgp-config", daemon=True)

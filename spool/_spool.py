@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, Self, cast
 
 from ._blobs import MIN_BODY, Blobs, Split
 from ._config import SpoolConfig, default_path
+from ._counters import COUNTERS, DROP_REASONS
 from ._dbthread import DbThread
 from ._drainer import Drainer
 from ._errors import SpoolClosedError
@@ -33,10 +34,7 @@ from ._stats import SpoolStats
 from ._store import Store, body_bytes, is_busy, rows_cost, split_rows
 from ._trim import Trimmer
 
-__all__ = ["DROP_REASONS", "LATER_BYTES", "Later", "Spool"]
-
-DROP_REASONS = ("overflow", "disk_error", "memory")
-"""Why a span can be dropped (`Spool.metrics()` has `dropped_<reason>` for each, always present)."""
+__all__ = ["LATER_BYTES", "Later", "Spool"]
 
 log = logging.getLogger("spool")
 
@@ -88,7 +86,7 @@ class Spool:
         self.path = Path(path) if path is not None else default_path()
         self._store: Store = open_store_healing(self.path, self.config, heal=heal)[0]
         try:
-            self.format: str = self._store.claim_format(getattr(sink, "format", None))
+            self.format: str = self._store.claim_format(sink.format if sink is not None else None)
         except BaseException:
             self._store.close()
             raise
@@ -234,7 +232,7 @@ class Spool:
             with contextlib.suppress(RuntimeError):  # closed already: `aclose` committed before it closed
                 await self._commit_pending()
             if self._sink is not None:
-                await self._sink.aclose()
+                self._sink.close()
             raise
 
     async def _commit_pending(self) -> None:
@@ -483,13 +481,10 @@ class Spool:
     def metrics(self, *, gauges: bool = True) -> dict[str, int | float | None]:
         """A flat, plain dict for any metrics system (see also `spool.otel.instrument`).
 
-        Counters, this process since open: `delivered` (spans the sink took), `retried` (failed transient attempts:
-        timeouts, 408/429/5xx, connection errors), `rejected` (requests refused as invalid, 400/409/413/422, splits
-        of a rejected batch included), `dead_lettered` (spans moved to dead letters), `credentials_refused`
-        (401/403), `cooldowns` (batches that ran out of attempts, rows kept), `requests` (successful requests),
-        `partial_rejected` (spans an OTLP server refused in a `partial_success`),
-        `dropped` (spans lost: never committed) and `dropped_<reason>` for each of `DROP_REASONS` (`overflow`: the
-        disk cap; `disk_error`: a commit failed; `memory`: `put` past `max_pending_bytes`).
+        Counters, this process since open: every key of `spool._counters.COUNTERS` (`spool.otel.COUNTERS` gives each
+        one's unit and description), with the sink's `counters()` added in, and `dropped` (spans lost: never
+        committed) with `dropped_<reason>` for each of `DROP_REASONS` (`overflow`: the disk cap; `disk_error`: a
+        commit failed; `memory`: `put` past `max_pending_bytes`).
         Gauges (`gauges=True`): the file's `SpoolStats` numbers under their own names (`pending`, `inflight`,
         `dead`, `oldest_age_s`, `db_bytes`, `delivered_total`, `dropped_total`), every process included.
 
@@ -498,17 +493,9 @@ class Spool:
         use `await stats()` on the event loop. After close, or with
         `gauges=False`, only the counters. Never raises.
         """
-        c = self._drainer.counters if self._drainer is not None else collections.Counter[str]()
-        out: dict[str, int | float | None] = {
-            "delivered": c["delivered"],
-            "retried": c["retried"],
-            "rejected": c["rejected_requests"],
-            "dead_lettered": c["dead"],
-            "credentials_refused": c["credentials_refused"],
-            "cooldowns": c["cooldowns"],
-            "requests": c["requests"],
-            "partial_rejected": getattr(self._sink, "partial_rejected", 0),
-        }
+        counts = collections.Counter(self._drainer.counters if self._drainer is not None else ())
+        counts.update(self._sink.counters() if self._sink is not None else {})
+        out: dict[str, int | float | None] = {key: counts[key] for key in {**COUNTERS, **counts}}
         dropped = {reason: self._dropped[reason] for reason in sorted({*DROP_REASONS, *self._dropped})}
         dropped["memory"] += self._memory_drops
         out["dropped"] = sum(dropped.values())
@@ -545,7 +532,7 @@ class Spool:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._writer_task
             if self._sink is not None:
-                await self._sink.aclose()
+                self._sink.close()
         finally:
             await self._reader.aclose()
             with contextlib.suppress(sqlite3.Error):  # a failing disk: what was not written is counted already

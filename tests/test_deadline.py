@@ -135,7 +135,7 @@ def test_a_dripping_answer_is_cut_off_at_the_timeout(drip: DripServer) -> None:
     sink = SGPSink("k", "a", drip.url)
     with pytest.raises(TransientError, match=r"timed out after 0\.5s"):
         sink.send_blocking([b'{"id":"a"}'], timeout=0.5)
-    asyncio.run(sink.aclose())
+    sink.close()
     assert drip.hung_up.wait(30)
     # The client hung up after a few of the answer's ~250 bytes (a per-read timeout would have waited for all).
     assert drip.sent_before_hangup and drip.sent_before_hangup[0] < len(_ANSWER) // 2

@@ -50,7 +50,7 @@ _CHILD = textwrap.dedent(
 
     async def main():
         sink = SGPSink(api_key="k", account_id="a", base_url=url)
-        await sink.prepare()
+        sink.prepare()
         async with Spool(path, sink=sink, config=SpoolConfig(**cfg)) as sp:
             for i in range(n):
                 sp.put(item(i))

@@ -14,20 +14,19 @@ import pytest
 from conftest import FAST, span, until
 from opentelemetry.metrics import CallbackOptions, NoOpMeter, Observation
 
-from spool import SGPSink, Spool
+from spool import SGPSink, Spool, otel
 from spool.testing import Receiver
 
-COUNTERS = {
-    "delivered",
-    "retried",
-    "rejected",
-    "dead_lettered",
-    "credentials_refused",
-    "cooldowns",
-    "requests",
-    "partial_rejected",
-}
-GAUGES = {"pending", "inflight", "dead", "oldest_age_s", "db_bytes", "delivered_total", "dropped_total"}
+COUNTERS, GAUGES = set(otel.COUNTERS), set(otel.GAUGES)  # declared once (`spool._counters`)
+
+
+def test_the_declared_counters_hold_the_documented_names() -> None:
+    assert {"delivered", "retried", "rejected", "dead_lettered", "credentials_refused", "cooldowns", "requests"} <= (
+        COUNTERS
+    )
+    assert {"partial_rejected", "store_errors"} <= COUNTERS
+    assert {"pending", "inflight", "dead", "oldest_age_s", "db_bytes", "delivered_total", "dropped_total"} == GAUGES
+    assert all(unit and description for unit, description in {**otel.COUNTERS, **otel.GAUGES}.values())
 
 
 async def drop_one_commit(sp: Spool, items: list[dict[str, Any]]) -> None:

@@ -542,7 +542,7 @@ def test_receiver_out_writes_one_format_per_file_that_import_takes_back(tmp_path
     with Receiver(out=str(out)) as rx:
         sgp = SGPSink(api_key="k", account_id="a", base_url=rx.url)
         sgp.send_blocking([json.dumps(_sgp_item()).encode()], timeout=10)
-        asyncio.run(sgp.aclose())
+        sgp.close()
         exporter = SpoolSpanExporter(tmp_path / "o.db", sink=OTLPSink(rx.url + "/v1/traces"), config=FAST)
         exporter.export(_spans(TracerProvider(), 2))
         assert exporter.force_flush(10_000)

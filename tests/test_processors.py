@@ -27,7 +27,7 @@ from spool import SGPSink, SpoolConfig
 from spool._errors import SpoolConfigError
 from spool._processors import SpoolTracingProcessor, SyncSpoolTracingProcessor
 from spool._spool import Spool
-from spool.testing import Receiver
+from spool.testing import MemorySink, Receiver
 
 CONFIG = replace(FAST, flush_interval=0.1, shutdown_timeout=20.0)
 
@@ -375,7 +375,7 @@ async def test_unmappable_spans_are_counted_and_logged_once(
 
 @pytest.mark.anyio
 async def test_after_shutdown_events_are_dropped_not_raised(tmp_path: Path) -> None:
-    proc = SpoolTracingProcessor(tmp_path / "s.db", sink=_NullSink())
+    proc = SpoolTracingProcessor(tmp_path / "s.db", sink=MemorySink())
     await proc.shutdown(timeout=0)
     await proc.on_span_start(_span("a", "t"))
     await proc.on_spans_end([_span("b", "t"), _span("c", "t")])
@@ -385,7 +385,7 @@ async def test_after_shutdown_events_are_dropped_not_raised(tmp_path: Path) -> N
 
 
 def test_sync_after_shutdown_events_are_dropped_not_raised(tmp_path: Path) -> None:
-    proc = SyncSpoolTracingProcessor(tmp_path / "s.db", sink=_NullSink())
+    proc = SyncSpoolTracingProcessor(tmp_path / "s.db", sink=MemorySink())
     proc.shutdown(timeout=0)
     proc.on_span_end(_span("a", "t"))
     proc.on_spans_start([_span("b", "t")])
@@ -469,24 +469,11 @@ def test_sync_shutdown_with_hanging_receiver_returns_in_time(receiver: Receiver,
     assert asyncio.run(_pending(path)) == 5
 
 
-class _NullSink:
-    """Takes every batch (for tests that only look at the file)."""
-
-    async def send(self, items: Any, *, timeout: float) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
-
-
-class _StuckSink:
-    """Never answers (until cancelled): rows stay pending in the file."""
-
-    async def send(self, items: Any, *, timeout: float) -> None:
-        await asyncio.Event().wait()
-
-    async def aclose(self) -> None:
-        return None
+def _StuckSink() -> MemorySink:
+    """Never answers within a request's time: rows stay pending in the file."""
+    sink = MemorySink()
+    sink.hold()
+    return sink
 
 
 # -- Spool behaviour the processors rely on (regressions found while integrating) -------------------

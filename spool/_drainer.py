@@ -43,6 +43,7 @@ from ._errors import (
     RequestRefusedError,
     TransientError,
 )
+from ._formats import format_named
 from ._leases import new_owner
 from ._policy import RoundPolicy
 from ._retry import Sleep, retrying
@@ -102,10 +103,6 @@ def _unlinked(exc: E) -> E:
     return exc
 
 
-def _request_bytes(rows: Sequence[Claimed]) -> int:
-    return sum(len(r.body) + 1 for r in rows) + 11  # {"items":[...]}
-
-
 class Drainer:
     """Delivers one store's rows through one sink. Bound to one event loop at a time (`bind`)."""
 
@@ -121,6 +118,7 @@ class Drainer:
         hold: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
     ):
         self._store, self._db, self._sink, self._config, self._sleep = store, db, sink, config, sleep
+        self._request_bytes = format_named(sink.format).request_bytes
         self.policy = policy or RoundPolicy(config)
         """When rounds run and how big a batch goes out (I/O-free; its clock and jitter can be given)."""
         self._delete_guard = hold  # entered around each deletion (`Spool._near_cap_hold`)
@@ -443,7 +441,7 @@ class Drainer:
 
     def _too_big(self, rows: Sequence[Claimed]) -> bool:
         """A batch of several at least as big as one already refused with 413: split it before sending."""
-        return self.policy.too_big(len(rows), _request_bytes(rows))
+        return self.policy.too_big(len(rows), self._request_bytes([r.body for r in rows]))
 
     def _counted(self, complete: Callable[P, R]) -> Callable[P, R]:
         """`complete` (a `Store` completion returning the rows deleted, alone or first in a tuple), counting them in
@@ -522,7 +520,7 @@ class Drainer:
             return True
         self.counters["rejected"] += 1
         if rejected.status == 413:
-            self.policy.refused_size(_request_bytes(sent))
+            self.policy.refused_size(self._request_bytes([r.body for r in sent]))
         if len(sent) == 1:
             await self._to_dead(sent[0], rejected)
             return False

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ._config import SpoolConfig
-from ._otelmap import otel_to_sgp
+from ._formats import format_named
 from ._otlpsink import OTLPSink
 from ._processors import SyncSpoolTracingProcessor
 
@@ -40,12 +40,7 @@ class _Front:
         self._engine = SyncSpoolTracingProcessor(path, sink if sink is not None else OTLPSink(), config)
         self._spool = self._engine.spool
         self._refused_seen = 0  # spans moved to dead letters, as of the last `force_flush`
-        if self._spool.format == "otlp":
-            from ._otlpencode import OTLPEncoder
-
-            self._encode: Any = OTLPEncoder().encode
-        else:
-            self._encode = None
+        self._write = format_named(self._spool.format).otel_writer(self._spool)
 
     @property
     def spool(self) -> Spool:
@@ -66,10 +61,7 @@ class _Front:
             self._engine._fail(f"storing a {type(span).__name__} (not a span)", None, dropped=1)
             return False
         try:
-            if self._encode is not None:
-                self._spool.put_later(span, self._encode)
-            else:
-                self._spool.put(otel_to_sgp(span))
+            self._write(span)
             return True
         except Exception as exc:
             self._engine._fail("storing a span", exc, dropped=1)

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from ._blobs import Split
+from ._formats import row_sql
 from ._items import Encoded
 from ._schema import _FORGET_BLOB, WHOLE_BODY, span_key
 from ._storebase import (
@@ -130,8 +131,8 @@ _trace_of, _span_of, _body_of = operator.itemgetter(0), operator.itemgetter(1), 
 
 # What a dead letter's body says, in SQL: an `sgp` body is JSON (it starts with `{`); an `otlp` body is protobuf,
 # which SQLite's JSON functions refuse (`otlp_name` reads its name), and is always a finished span.
-_NAME = "(CASE WHEN substr(body, 1, 1) = X'7B' THEN json_extract(body, '$.name') ELSE otlp_name(body) END)"
-_ENDED = "(CASE WHEN substr(body, 1, 1) = X'7B' THEN json_extract(body, '$.end_timestamp') IS NOT NULL ELSE 1 END)"
+_NAME = row_sql(lambda f: f.name_sql)
+_ENDED = row_sql(lambda f: f.ended_sql)
 
 
 def body_bytes(rows: Sequence[Any]) -> int:

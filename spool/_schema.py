@@ -9,14 +9,13 @@ from collections.abc import Callable
 
 from ._blobs import key64, whole
 from ._errors import SpoolConfigError, SpoolCorruptError, SpoolError, SpoolSchemaError
+from ._formats import SGP, format_named
 from ._otlpwire import span_name
 from ._storebase import StoreBase
 
-__all__ = ["FORMATS", "SCHEMA_VERSION", "SINK_FOR", "WHOLE_BODY", "Schema", "register_functions", "span_key"]
+__all__ = ["SCHEMA_VERSION", "WHOLE_BODY", "Schema", "register_functions", "span_key"]
 
-FORMATS = ("sgp", "otlp")
 """What a spool file's rows hold, fixed when it is created: `sgp` (Scale GP span JSON) or `otlp` (OTLP protobuf)."""
-SINK_FOR = {"sgp": "SGPSink", "otlp": "OTLPSink"}
 
 SCHEMA_VERSION = 3
 
@@ -197,15 +196,15 @@ class Schema(StoreBase):
                     db.execute("DROP TABLE ended")
 
     def file_format(self) -> str:
-        """The file's storage format (`FORMATS`): fixed in its meta when the first spool opened it with a sink;
-        a file with none recorded holds `sgp` items (the only format before there were two)."""
-        return str(self.meta("format") or "sgp")
+        """The file's storage format (`spool._formats.FORMATS`): fixed in its meta when the first spool opened it
+        with a sink; a file with none recorded holds `sgp` items (the only format before there were two)."""
+        return str(self.meta("format") or SGP.name)
 
     def claim_format(self, wanted: str | None) -> str:
         """The file's format, recording `wanted` (default `sgp`) in a file that has none and holds no rows. Raises
         `SpoolConfigError` naming both when `wanted` is not the file's."""
-        if wanted is not None and wanted not in FORMATS:
-            raise SpoolConfigError(f"unknown spool format {wanted!r}: one of {', '.join(FORMATS)}")
+        if wanted is not None:
+            format_named(wanted)  # (raises for an unknown one)
         have = self.meta("format")
         if have is None:
             with self._tx() as db:
@@ -214,14 +213,14 @@ class Schema(StoreBase):
                     empty = not db.execute(
                         "SELECT EXISTS (SELECT 1 FROM spans) OR EXISTS (SELECT 1 FROM dead)"
                     ).fetchone()[0]
-                    have = (wanted or "sgp") if empty else "sgp"
+                    have = (wanted or SGP.name) if empty else SGP.name
                     db.execute("INSERT INTO meta (key, value) VALUES ('format', ?)", (have,))
                 else:
                     have = have[0]
         if wanted is not None and wanted != have:
             raise SpoolConfigError(
                 f"{self.path} holds {have} spans; a sink for {wanted} cannot deliver them"
-                f" (use {SINK_FOR[have]}, or another file)"
+                f" (use {format_named(have).sink_name}, or another file)"
             )
         return str(have)
 

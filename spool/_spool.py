@@ -25,6 +25,7 @@ from ._dbthread import DbThread
 from ._drainer import Drainer
 from ._errors import SpoolClosedError
 from ._fork import watch_fork
+from ._formats import format_named
 from ._heal import open_store_healing
 from ._items import Encoded, encode_checked, encode_fast
 from ._reader import HOLD_WAIT, Reader
@@ -90,7 +91,7 @@ class Spool:
         except BaseException:
             self._store.close()
             raise
-        self._otlp = self.format == "otlp"  # `put` takes SGP items only; OpenTelemetry spans come by `put_later`
+        self._takes_items = format_named(self.format).takes_items  # (else OpenTelemetry spans, by `put_later`)
         self._db = DbThread()
         self._sink = sink
         self._reader = Reader(self.path)
@@ -136,7 +137,7 @@ class Spool:
         Raises `ValueError` / `TypeError` (naming the key) for an invalid item or an `otlp` spool,
         `SpoolClosedError` after close.
         """
-        if self._closed or self._otlp:
+        if self._closed or not self._takes_items:
             self._refuse()
         # A burst (or a stalled disk): keep waiting bodies at their size, not orjson's 4+ KiB (`compact`).
         compact = len(self._pending) > 512

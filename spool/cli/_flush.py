@@ -14,7 +14,7 @@ from .._config import SpoolConfig
 from ._format import human_count, plural
 
 if TYPE_CHECKING:
-    from .._sink import HttpSink
+    from .._sink import Sink
     from .._spool import Spool
     from .._stats import SpoolStats
 
@@ -37,7 +37,7 @@ def quiet_logs() -> Iterator[None]:
 
 
 async def run_flush(
-    path: Path, sink: HttpSink, config: SpoolConfig, timeout: float, batch_size: int | None, progress: bool
+    path: Path, sink: Sink, config: SpoolConfig, timeout: float, batch_size: int | None, progress: bool
 ) -> dict[str, Any]:
     """Open the spool, deliver until nothing is pending or `timeout` passes, close without draining again.
 

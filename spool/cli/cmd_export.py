@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Annotated
 
 import typer
 
+from .._formats import format_named
 from .._store import Store
 from ._common import PathOption, app, fail, open_store
 from ._format import plural
@@ -30,7 +31,7 @@ CHUNK = 2000
 def write_lines(store: Store, out: IO[bytes], *, dead: bool = False, trace_id: str | None = None) -> Iterator[int]:
     """Write each stored body of `store` (an `otlp` row in the OTLP JSON mapping) and a newline to `out`; yields after
     each chunk how many were written in it. Raises `OSError` (disk full, closed pipe) and `sqlite3.Error`."""
-    line = _otlp_line() if store.file_format() == "otlp" else None
+    line = format_named(store.file_format()).export_line()
     pending = 0
     for body in store.iter_bodies(dead=dead, trace_id=trace_id, chunk=CHUNK):
         out.write(body if line is None else line(body))
@@ -41,14 +42,6 @@ def write_lines(store: Store, out: IO[bytes], *, dead: bool = False, trace_id: s
             pending = 0
     if pending:
         yield pending
-
-
-def _otlp_line() -> Callable[[bytes], bytes]:
-    import orjson
-
-    from .._otlpcodec import row_to_json
-
-    return lambda body: orjson.dumps(row_to_json(body))
 
 
 def _total(store: Store, dead: bool, trace_id: str | None) -> int | None:

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from .._config import SpoolConfig
 from .._errors import CredentialsError, EndpointError, RequestRefusedError
+from .._formats import format_named
 from ._boundary import check_before_write, naming_damage
 from ._common import PathOption, app, existing, fail, open_store
-
-if TYPE_CHECKING:
-    from .._sink import HttpSink
 
 __all__ = ["flush"]
 
@@ -75,7 +73,7 @@ def flush(
             "last_error": None,
         }
         _done(result, as_json)
-    sink = _sink(fmt)
+    sink = format_named(fmt).sink_from_env()  # (raises `SpoolConfigError` when the environment is incomplete)
     try:
         with quiet_logs(), naming_damage(p):
             result = asyncio.run(run_flush(p, sink, config, timeout, batch_size, progress=sys.stderr.isatty()))
@@ -91,17 +89,6 @@ def flush(
         with open_store(p) as store:  # who holds what is left (a live drainer's batches stay its own)
             result["leased"] = store.leased()
     _done(result, as_json)
-
-
-def _sink(fmt: str) -> HttpSink:
-    """The sink for the file's format, from the environment (raises `SpoolConfigError` when it is incomplete)."""
-    if fmt == "otlp":
-        from .._otlpsink import OTLPSink
-
-        return OTLPSink()
-    from .._sink import SGPSink
-
-    return SGPSink()
 
 
 def _done(result: dict[str, Any], as_json: bool) -> NoReturn:

@@ -11,21 +11,19 @@ derived from its bytes (not a random one), for the same reason. A bad line is re
 from __future__ import annotations
 
 import collections
-import hashlib
 import itertools
 import sqlite3
 import sys
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Annotated
 
-import orjson
 import typer
 
 from .._config import SpoolConfig
 from .._errors import SpoolConfigError, SpoolCorruptError
-from .._items import Encoded, encode_item
+from .._formats import SGP, format_named, sniff_line
+from .._items import Encoded
 from .._store import Store
 from .._storebase import missing_dir
 from ._boundary import check_before_write, error_line, naming_damage
@@ -33,46 +31,11 @@ from ._common import PathOption, app, fail, resolve_path
 from ._format import plural
 from ._progress import progress
 
-__all__ = ["import_", "import_lines", "parse_line", "parse_otlp_line", "sniff_format"]
+__all__ = ["import_", "import_lines"]
 
 CHUNK = 1000
 MAX_REPORTED = 100
 """Bad lines reported one by one; beyond this, only counted (a binary file would flood the terminal)."""
-
-
-def parse_line(line: bytes, max_item_bytes: int) -> Encoded:
-    """One JSON line -> a validated, encoded item. Raises `ValueError` / `TypeError` with the reason."""
-    try:
-        item = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"invalid JSON: {exc.msg} at column {exc.colno}") from None
-    if isinstance(item, dict) and item.get("id") is None:
-        digest = hashlib.sha256(line.strip()).digest()
-        item["id"] = str(uuid.UUID(bytes=digest[:16], version=4))
-    return encode_item(item, max_item_bytes)
-
-
-def parse_otlp_line(line: bytes, max_item_bytes: int) -> Encoded:
-    """One OTLP/JSON line -> an encoded `otlp` row. Raises `ValueError` with the reason."""
-    from .._otlpcodec import row_from_json
-
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"invalid JSON: {exc.msg} at column {exc.colno}") from None
-    enc = row_from_json(obj)
-    if len(enc.body) > max_item_bytes:
-        raise ValueError(f"span is {len(enc.body)} bytes; at most {max_item_bytes} are allowed")
-    return enc
-
-
-def sniff_format(line: bytes) -> str:
-    """`otlp` for a line that is an OTLP/JSON object (it has a "span" object), else `sgp`."""
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return "sgp"
-    return "otlp" if isinstance(obj, dict) and isinstance(obj.get("span"), dict) else "sgp"
 
 
 class _TooLong(bytes):
@@ -97,7 +60,7 @@ def import_lines(
     max_item_bytes: int,
     on_error: Callable[[int, str], None],
     on_chunk: Callable[[int], None] = lambda n: None,
-    parse: Callable[[bytes, int], Encoded] = parse_line,
+    parse: Callable[[bytes, int], Encoded] = SGP.parse_line,
 ) -> collections.Counter[str]:
     """Parse numbered `lines` (blank ones ignored) and append valid items to `store()` in chunks of `CHUNK` (it is
     called at the first chunk with a valid item: a file of bad lines creates no spool); report
@@ -169,12 +132,12 @@ def import_(
         head.append(line)
         if line.strip():
             break
-    fmt = sniff_format(head[-1]) if head else None
+    fmt = sniff_line(head[-1]).name if head else None
     try:
         if p.is_file() and p.stat().st_size == 0:
             raise SpoolCorruptError(p)  # an empty file someone made: not ours to turn into a spool
-        if fmt == "otlp":
-            from .._otlpcodec import row_from_json  # noqa: F401  (without the otel extra: its Error line, now)
+        if fmt is not None:
+            format_named(fmt).check_lines()  # (without the extra a format needs: its Error line, now)
         opened: list[Store] = []
         if p.exists():
             check_before_write(p)
@@ -193,7 +156,7 @@ def import_(
             opened[0].claim_format(fmt)
         return opened[0]
 
-    have = fmt or "sgp"
+    have = fmt or SGP.name
     if opened:
         try:
             with naming_damage(p):
@@ -207,7 +170,7 @@ def import_(
             opened[0].close()
             f.close()
             raise
-    parse = parse_otlp_line if have == "otlp" else parse_line
+    parse = format_named(have).parse_line
     shown = 0
 
     def report(lineno: int, reason: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from ._leases import LeaseBook, Owner
 from ._schema import WHOLE_BODY
 from ._stats import SpoolStats
-from ._storebase import StoreBase, _heals, _id_filter, _read, spool_files
+from ._storebase import StoreBase, heals, id_filter, reading, spool_files
 
 __all__ = ["STATS_SQL", "TOP_TRACES_MAX_ROWS", "DeadLetter", "Inspection", "stats_of"]
 
@@ -86,12 +86,12 @@ class Inspection(StoreBase):
                 total += f.stat().st_size
         return total
 
-    @_heals
+    @heals
     def has_rows(self) -> bool:
         """Any pending row (one index step, unlike `counts`)."""
         return self._db.execute("SELECT 1 FROM spans LIMIT 1").fetchone() is not None
 
-    @_heals
+    @heals
     def counts(self) -> tuple[int, int, float | None]:
         """(pending, inflight, oldest enqueue time), read in one statement."""
         pending, inflight, oldest = self._db.execute(STATS_SQL, (time.time(),)).fetchone()[:3]
@@ -113,7 +113,7 @@ class Inspection(StoreBase):
             out.append({"host": host, "pid": pid, "spans": spans, "until": until})
         return out
 
-    @_heals
+    @heals
     def stats(self, extra_dropped: int = 0) -> SpoolStats:
         """What `spool stats` shows, read in one statement (`STATS_SQL`); `extra_dropped`: drops not yet recorded."""
         now = time.time()
@@ -132,7 +132,7 @@ class Inspection(StoreBase):
         `dropped_memory`: of `dropped_total`, the spans `put` dropped at `max_pending_bytes` (the disk was behind).
         """
         db = self._db
-        with _read(db):
+        with reading(db):
             tried = dict(
                 db.execute(
                     """SELECT CASE WHEN attempts = 1 THEN '1' WHEN attempts <= 3 THEN '2-3' ELSE '4+' END, count(*)
@@ -224,7 +224,7 @@ class Inspection(StoreBase):
 
     def dead_purge(self, ids: Sequence[int] | None = None, older_than: float | None = None) -> int:
         """Delete dead letters: by id, all (`ids` None), or failed more than `older_than` seconds ago."""
-        where, args = _id_filter(ids)
+        where, args = id_filter(ids)
         if older_than is not None:
             where, args = f"({where}) AND failed_at < ?", [*args, time.time() - older_than]
         with self._tx() as db:

@@ -1,7 +1,7 @@
 """`SpoolSpanProcessor` and `SpoolSpanExporter`: the OpenTelemetry SDK's interfaces in front of a durable spool.
 
-Both are thin fronts of one engine (`SyncSpoolTracingProcessor`: the spool on a loop thread of its own, the failure
-counters, shutdown at interpreter exit). With an `OTLPSink` (the default) the file is an `otlp` spool and a finished
+Both are thin fronts of `spool._host.ThreadHost` (the spool on a loop thread of its own, the failure counters,
+shutdown at interpreter exit). With an `OTLPSink` (the default) the file is an `otlp` spool and a finished
 span is queued as it is, encoded to OTLP protobuf on the database thread just before its commit; with an `SGPSink`
 it is mapped to a Scale GP item (`otel_to_sgp`) and put. Neither raises into the application: a span that cannot be
 stored is counted in `dropped` and logged once per kind.
@@ -18,8 +18,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ._config import SpoolConfig
 from ._formats import format_named
+from ._host import ThreadHost
 from ._otlpsink import OTLPSink
-from ._processors import SyncSpoolTracingProcessor
 
 if TYPE_CHECKING:
     from ._sink import Sink
@@ -28,17 +28,15 @@ if TYPE_CHECKING:
 
 __all__ = ["SpoolSpanExporter", "SpoolSpanProcessor"]
 
-_COMMIT_WAIT = 30.0
-
 
 class _Front:
-    """What the processor and the exporter share: the engine, and one span's way into the spool."""
+    """What the processor and the exporter share: the host, and one span's way into the spool."""
 
     def __init__(
         self, path: str | os.PathLike[str] | None = None, sink: Sink | None = None, config: SpoolConfig | None = None
     ) -> None:
-        self._engine = SyncSpoolTracingProcessor(path, sink if sink is not None else OTLPSink(), config)
-        self._spool = self._engine.spool
+        self._host = ThreadHost(path, sink if sink is not None else OTLPSink(), config)
+        self._spool = self._host.spool
         self._refused_seen = 0  # spans moved to dead letters, as of the last `force_flush`
         self._write = format_named(self._spool.format).otel_writer(self._spool)
 
@@ -49,27 +47,27 @@ class _Front:
     @property
     def dropped(self) -> int:
         """Spans that did not make it into the spool (after shutdown, or refused)."""
-        return self._engine.dropped
+        return self._host.dropped
 
     def _put(self, span: ReadableSpan) -> bool:
         """Queue one finished span; False (counted, logged once) if it could not be, or if it is not a finished span
         of the SDK at all (garbage is counted and ignored). Never raises."""
-        if self._engine.closed:
-            self._engine._reject()
+        if self._host.closed:
+            self._host.refuse()
             return False
         if not isinstance(span, ReadableSpan):
-            self._engine._fail(f"storing a {type(span).__name__} (not a span)", None, dropped=1)
+            self._host.fail(f"storing a {type(span).__name__} (not a span)", None, dropped=1)
             return False
         try:
             self._write(span)
             return True
         except Exception as exc:
-            self._engine._fail("storing a span", exc, dropped=1)
+            self._host.fail("storing a span", exc, dropped=1)
             return False
 
     def stats(self) -> SpoolStats | None:
         """The spool's `SpoolStats` (None if they cannot be read)."""
-        return self._engine.stats()
+        return self._host.stats()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Commit, then deliver until nothing is pending or `timeout_millis` passes; True once the spool is empty and
@@ -78,14 +76,14 @@ class _Front:
             timeout = float(timeout_millis) / 1000
         except (TypeError, ValueError):
             timeout = 30.0
-        ok = self._engine.flush(timeout)
+        ok = self._host.flush(timeout)
         refused, self._refused_seen = self._refused_seen, int(self._spool.metrics(gauges=False)["dead_lettered"] or 0)
         return ok and refused == self._refused_seen
 
     def shutdown(self) -> None:
         """Commit, deliver for up to `shutdown_timeout`, keep the rest on disk, close. Safe twice; never raises.
         Spans ended afterwards are dropped and counted."""
-        self._engine.shutdown()
+        self._host.shutdown()
 
 
 class SpoolSpanProcessor(_Front, SpanProcessor):
@@ -119,15 +117,12 @@ class SpoolSpanExporter(_Front, SpanExporter):
         try:
             spans = list(spans)
         except TypeError:  # not a sequence of spans: counted, and FAILURE
-            self._engine._fail(f"exporting a {type(spans).__name__} (not spans)", None, dropped=1)
+            self._host.fail(f"exporting a {type(spans).__name__} (not spans)", None, dropped=1)
             return SpanExportResult.FAILURE
         stored = all([self._put(span) for span in spans])
         if not stored:
             return SpanExportResult.FAILURE
-        try:
-            self._engine._call(self._spool.commit(), _COMMIT_WAIT)
-        except Exception as exc:
-            self._engine._fail("commit", exc)
+        if not self._host.commit():
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS if self._drops() == before else SpanExportResult.FAILURE
 

@@ -26,19 +26,19 @@ from typing import Any, NamedTuple
 from ._blobs import Split
 from ._formats import row_sql
 from ._items import Encoded
-from ._schema import _FORGET_BLOB, WHOLE_BODY, span_key
+from ._schema import FORGET_BLOB, WHOLE_BODY, span_key
 from ._storebase import (
-    _HEADROOM,
-    _MAX_SEQ,
-    _SHM_RESERVE,
+    HEADROOM,
+    MAX_SEQ,
+    SHM_RESERVE,
     Row,
     StoreBase,
-    _bytes_of,
-    _file_size,
-    _fs_free,
-    _heals,
-    _id_filter,
-    _whole_row,
+    bytes_of,
+    file_size,
+    fs_free,
+    heals,
+    id_filter,
+    whole_row,
 )
 
 __all__ = [
@@ -194,7 +194,7 @@ class Claimed(NamedTuple):
 
 def _covered(live: Sequence[tuple[int, int]], seq: int) -> bool:
     """`seq` lies in one of `live`'s sorted, disjoint ranges."""
-    i = bisect.bisect_right(live, (seq, _MAX_SEQ)) - 1
+    i = bisect.bisect_right(live, (seq, MAX_SEQ)) - 1
     return i >= 0 and live[i][0] <= seq <= live[i][1]
 
 
@@ -202,7 +202,7 @@ class Queue(StoreBase):
     """The rows' way through the file: append (the coalescing rule, the disk cap), claim under a lease, complete,
     release, dead letters and back."""
 
-    @_heals
+    @heals
     def append(
         self,
         rows: Sequence[Row],
@@ -273,9 +273,9 @@ class Queue(StoreBase):
             if split:
                 db.executemany(_UPSERT_SPLIT, [(*r[:6], t) for r in run])
             else:
-                self._upsert([_whole_row(r) for r in run], t)
+                self._upsert([whole_row(r) for r in run], t)
         # A blob only a start refused by `ended` would have used: gone again.
-        db.executemany(_FORGET_BLOB.format(key="?1"), [(k,) for k in blobs])
+        db.executemany(FORGET_BLOB.format(key="?1"), [(k,) for k in blobs])
 
     def outcomes(self, rows: Sequence[Row]) -> collections.Counter[str]:
         """What `append(rows)` would do with each row (`coalesce`), read now: counts of "new", "updated" and
@@ -290,7 +290,7 @@ class Queue(StoreBase):
                 row = self._db.execute(find, key).fetchone()
                 seen[key] = None if row is None else (bytes(row[0]), bool(row[1]))
             delivered = not r.is_end and self._db.execute(ended, key).fetchone() is not None
-            body = _bytes_of(r)
+            body = bytes_of(r)
             outcome = coalesce(seen[key], body, bool(r.is_end), delivered)
             out[outcome] += 1
             if outcome != "unchanged":
@@ -324,21 +324,21 @@ class Queue(StoreBase):
     def _room(self) -> int:
         """Bytes new rows may take now. Under `max_bytes`, which counts pages in use, the WAL (at least 1.5x its
         limit: measured peaks stay below that) and the SHM; and under what the filesystem can still give: its free
-        space, less the growth already due (the database file up to its pages, the WAL up to that) and `_HEADROOM`, kept
+        space, less the growth already due (the database file up to its pages, the WAL up to that) and `HEADROOM`, kept
         for the drain side (a claim's lease, a delete) once producers are refused. Free pages count as room."""
         db, ps = self._db, self._page_size
         pages = int(db.execute("PRAGMA page_count").fetchone()[0])
         free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
-        wal, shm = _file_size(self._wal_path), _file_size(self._shm_path)
+        wal, shm = file_size(self._wal_path), file_size(self._shm_path)
         wal_peak = self._wal_limit * 3 // 2  # one transaction's pages (index, interior, freelist) past the estimate
-        used = (pages - free) * ps + max(wal, wal_peak) + max(shm, _SHM_RESERVE)
-        due = max(0, pages * ps - _file_size(self.path)) + max(0, wal_peak - wal) + max(0, _SHM_RESERVE - shm)
-        fs_free = _fs_free(self.path)
-        cap_room, fs_room = self.config.max_bytes - used, fs_free - due - _HEADROOM + free * ps
+        used = (pages - free) * ps + max(wal, wal_peak) + max(shm, SHM_RESERVE)
+        due = max(0, pages * ps - file_size(self.path)) + max(0, wal_peak - wal) + max(0, SHM_RESERVE - shm)
+        free_bytes = fs_free(self.path)
+        cap_room, fs_room = self.config.max_bytes - used, free_bytes - due - HEADROOM + free * ps
         if cap_room <= fs_room:
             self.full = f"disk cap max_bytes={self.config.max_bytes} reached"
         else:
-            self.full = f"the filesystem is full ({fs_free} bytes free, kept for the spool's WAL and delivery)"
+            self.full = f"the filesystem is full ({free_bytes} bytes free, kept for the spool's WAL and delivery)"
         return min(cap_room, fs_room)
 
     def _make_room(self, rows: Sequence[Row], costs: list[int], room: int, now: float) -> tuple[Sequence[Row], int]:
@@ -404,7 +404,7 @@ class Queue(StoreBase):
                 out.append((lo, hi))
         return out
 
-    @_heals
+    @heals
     def claim(self, owner: str, limit: int, lease_seconds: float, *, force: bool = False) -> list[Claimed]:
         """Lease up to `limit` deliverable rows, oldest first, from the first run of rows no live lease covers.
         `force` ignores cool-downs (not others' leases)."""
@@ -421,8 +421,8 @@ class Queue(StoreBase):
         cooled = "" if force else " AND (next_attempt_at <= :now OR next_attempt_at > :now + :cool)"
         sql = f"""SELECT seq, version, attempts, {WHOLE_BODY}, :lease, trace_id, span_id, is_end FROM spans
                   WHERE seq > :after AND seq < :before{cooled} ORDER BY seq LIMIT :n"""
-        after = -_MAX_SEQ - 1
-        for lo, hi in [*live, (_MAX_SEQ, _MAX_SEQ)]:
+        after = -MAX_SEQ - 1
+        for lo, hi in [*live, (MAX_SEQ, MAX_SEQ)]:
             if lo > after + 1:
                 args = {
                     "after": after,
@@ -441,7 +441,7 @@ class Queue(StoreBase):
             after = max(after, hi)
         return []
 
-    @_heals
+    @heals
     def attempt_failed(self, lease: int, seqs: Iterable[int], lease_seconds: float) -> None:
         """Count one failed attempt on each row and renew the lease for the next one (nothing, when the lease is no
         longer ours: its rows may be another drainer's)."""
@@ -449,7 +449,7 @@ class Queue(StoreBase):
             if db.execute("UPDATE leases SET until = ? WHERE id = ?", (time.time() + lease_seconds, lease)).rowcount:
                 db.executemany("UPDATE spans SET attempts = attempts + 1 WHERE seq = ?", [(s,) for s in seqs])
 
-    @_heals
+    @heals
     def renew(self, lease: int, lease_seconds: float) -> bool:
         """Extend `lease` to `lease_seconds` from now. False when it is gone (it expired and another drainer's claim
         removed it): its rows may be another drainer's now."""
@@ -459,7 +459,7 @@ class Queue(StoreBase):
                 > 0
             )
 
-    @_heals
+    @heals
     def complete(self, sent: Sequence[Claimed]) -> int:
         """The sink took `sent`: delete exactly the versions sent (rows updated meanwhile stay, and are sent again
         once their lease ends) and clear `last_error` (a success, whichever process had it).
@@ -469,7 +469,7 @@ class Queue(StoreBase):
         with self._tx():
             return self._complete(sent)
 
-    @_heals
+    @heals
     def complete_and_claim(
         self, owner: str, sent: Sequence[Claimed], limit: int, lease_seconds: float, *, force: bool = False
     ) -> tuple[int, list[Claimed]]:
@@ -535,7 +535,7 @@ class Queue(StoreBase):
             (newest - ENDED_SECONDS,),
         )
 
-    @_heals
+    @heals
     def release(self, lease: int, seqs: Sequence[int] = (), next_attempt_at: float | None = None) -> None:
         """End `lease`: its rows are free again; with `next_attempt_at`, `seqs` cool down until then (only while the
         lease was ours: its rows may be another drainer's once it is gone)."""
@@ -546,13 +546,13 @@ class Queue(StoreBase):
                     "UPDATE spans SET next_attempt_at = ? WHERE seq = ?", [(float(next_attempt_at), s) for s in seqs]
                 )
 
-    @_heals
+    @heals
     def release_owner(self, owner: str) -> None:
         """End every lease `owner` holds (on close)."""
         with self._tx() as db:
             db.execute("DELETE FROM leases WHERE owner = ?", (owner,))
 
-    @_heals
+    @heals
     def to_dead(self, row: Claimed, status: int | None, detail: str | None) -> bool:
         """Move the sent version of a rejected row to the dead table. False if the row changed meanwhile (its newer
         version is tried once the lease ends), or the lease is no longer ours."""
@@ -577,7 +577,7 @@ class Queue(StoreBase):
         pending again meanwhile, the coalescing rule decides: a dead end replaces a pending start, otherwise the
         pending row stays (it is newer). A dead start whose end was delivered (see `ended`) is removed instead: the
         server has the whole span, and the start sent now would undo its end. Returns (moved, removed)."""
-        where, args = _id_filter(ids)
+        where, args = id_filter(ids)
         with self._tx() as db:
             stale = f"""({where}) AND NOT {_ENDED} AND EXISTS
                         (SELECT 1 FROM ended_keys WHERE key = span_key(dead.trace_id, dead.span_id))"""

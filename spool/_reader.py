@@ -63,7 +63,7 @@ class Reader:
         return 0 if row is None else int(row[0])
 
     async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
-        """The first row of `sql`, counted as a read in progress for `_before_fork`."""
+        """The first row of `sql`, counted as a read in progress for `before_fork`."""
         while True:  # a fork or a writer near the cap (`holding`) goes first: wait without blocking the loop
             with self._calls:
                 if not (self._forking or self._held):
@@ -96,14 +96,14 @@ class Reader:
                 self._held -= 1
                 self._calls.notify_all()
 
-    def _before_fork(self) -> None:
+    def before_fork(self) -> None:
         """Wait (at most `_FORK_WAIT` s: a fork from the loop thread cannot let a read finish) for reads in
         progress."""
         with self._calls:
             self._forking = True
             self._calls.wait_for(lambda: self._active == 0, _FORK_WAIT)
 
-    def _after_fork(self, child: bool) -> None:
+    def after_fork(self, child: bool) -> None:
         if child:  # the connection's thread stayed in the parent: forget it, the next read opens another
             self._calls, self._active, self._held, self._db = threading.Condition(), 0, 0, None
         with self._calls:

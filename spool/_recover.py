@@ -51,7 +51,7 @@ class Salvage:
     def complete(self) -> bool:
         return not self.problems and not self.lost_strings
 
-    def _met(self, exc: sqlite3.Error) -> None:
+    def met(self, exc: sqlite3.Error) -> None:
         if str(exc) not in self.problems:
             self.problems.append(str(exc))
 
@@ -140,7 +140,7 @@ class _BlobReader:
             try:
                 row = self._db.execute("SELECT data FROM blobs WHERE key = ?", (key,)).fetchone()
             except sqlite3.DatabaseError as exc:
-                self._out._met(exc)
+                self._out.met(exc)
                 row = None
             self._data[key] = None if row is None else bytes(row[0])
         data = self._data[key]
@@ -170,7 +170,7 @@ def _walk(db: sqlite3.Connection, table: str, key: str, cols: str, out: Salvage)
         try:
             rows = db.execute(page, (last, limit)).fetchall()
         except sqlite3.DatabaseError as exc:
-            out._met(exc)
+            out.met(exc)
             limit = 1  # the damage is in this page of rows: one at a time up to it
             try:
                 rows = db.execute(page, (last, limit)).fetchall()
@@ -217,7 +217,7 @@ def _indexed(db: sqlite3.Connection, out: Salvage) -> Iterator[int]:
         for (seq,) in db.execute("SELECT seq FROM spans INDEXED BY sqlite_autoindex_spans_1"):
             yield seq
     except sqlite3.DatabaseError as exc:
-        out._met(exc)
+        out.met(exc)
         out.uncounted = True
 
 
@@ -226,7 +226,7 @@ def _span_at(db: sqlite3.Connection, seq: int, out: Salvage, cols: str) -> tuple
     try:
         row: tuple[Any, ...] | None = db.execute(f"SELECT {cols} FROM spans WHERE seq = ?", (seq,)).fetchone()
     except sqlite3.DatabaseError as exc:
-        out._met(exc)
+        out.met(exc)
         return None
     return row
 
@@ -235,6 +235,6 @@ def _totals(db: sqlite3.Connection, out: Salvage) -> dict[str, int] | None:
     try:
         rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
     except sqlite3.DatabaseError as exc:
-        out._met(exc)
+        out.met(exc)
         return None
     return {k: int(rows.get(k) or 0) for k in _TOTALS}

@@ -13,7 +13,7 @@ from ._formats import SGP, format_named
 from ._otlpwire import span_name
 from ._storebase import StoreBase
 
-__all__ = ["SCHEMA_VERSION", "WHOLE_BODY", "Schema", "register_functions", "span_key"]
+__all__ = ["FORGET_BLOB", "SCHEMA_VERSION", "WHOLE_BODY", "Schema", "register_functions", "span_key"]
 
 """What a spool file's rows hold, fixed when it is created: `sgp` (Scale GP span JSON) or `otlp` (OTLP protobuf)."""
 
@@ -93,11 +93,11 @@ CREATE TABLE leases (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, lo INTEGER NOT
     + _ENDED_TABLE
 )
 
-_FORGET_BLOB = """DELETE FROM blobs WHERE key = {key} AND NOT EXISTS (SELECT 1 FROM spans WHERE blob = {key})
+FORGET_BLOB = """DELETE FROM blobs WHERE key = {key} AND NOT EXISTS (SELECT 1 FROM spans WHERE blob = {key})
     AND NOT EXISTS (SELECT 1 FROM dead WHERE blob = {key})"""
 
 
-_UNUSED = _FORGET_BLOB.format(key="old.blob") + ";"
+_UNUSED = FORGET_BLOB.format(key="old.blob") + ";"
 
 _BLOBS_DDL = (
     "CREATE TABLE blobs (key INTEGER PRIMARY KEY, data BLOB NOT NULL)",

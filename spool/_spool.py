@@ -378,12 +378,12 @@ class Spool:
     # -- fork -------------------------------------------------------------------------------------------------
 
     def _before_fork(self) -> None:
-        self._reader._before_fork()  # (the database thread pauses itself)
+        self._reader.before_fork()  # (the database thread pauses itself)
 
     def _after_fork(self, child: bool) -> None:
         """In a fork child: a connection of its own (opened first on the new database thread), no loop until one
         binds, and an empty queue: what the parent had put but not committed is the parent's to commit."""
-        self._reader._after_fork(child)
+        self._reader.after_fork(child)
         if not child or self._closed:
             return
         self._lock = threading.Lock()

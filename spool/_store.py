@@ -22,13 +22,13 @@ from ._leases import LeaseBook
 from ._queue import ENDED_MAX, ENDED_SECONDS, Claimed, Queue, body_bytes, row_cost, rows_cost, split_rows
 from ._schema import SCHEMA_VERSION, WHOLE_BODY, Schema, register_functions, span_key
 from ._storebase import (
-    _RECLAIM_MIN,
+    RECLAIM_MIN,
     Row,
-    _file_size,
-    _files_size,
-    _fs_free,
     check_path,
     damage_error,
+    file_size,
+    files_size,
+    fs_free,
     has_sqlite_header,
     is_busy,
     is_damage,
@@ -100,7 +100,7 @@ class Store(Schema, Queue, Inspection):
         self._wal_path, self._shm_path = spool_files(self.path)[1:]
         self._names = [os.fspath(f) for f in spool_files(self.path)]
         # The WAL is sized on what the spool can really grow to: the cap, or the filesystem when that is smaller.
-        self._wal_limit = wal_limit(min(self.config.max_bytes, _fs_free(self.path) + _files_size(self.path)))
+        self._wal_limit = wal_limit(min(self.config.max_bytes, fs_free(self.path) + files_size(self.path)))
         self.chunk_bytes = self._wal_limit // 2
         """Estimated bytes per commit: a checkpoint runs once the WAL passes half its limit, so a commit of this size
         still ends inside the limit (see `split_rows`)."""
@@ -121,7 +121,7 @@ class Store(Schema, Queue, Inspection):
         """Set by the `Spool`'s opener: `close()` then records a clean close (the next open skips the check)."""
         self.on_damage = None
         """Set by the `Spool`'s opener: called when a query finds the file damaged; it moves the file aside and
-        `reopen`s this store on a fresh one, and the call that met the damage is made once more (`_heals`)."""
+        `reopen`s this store on a fresh one, and the call that met the damage is made once more (`heals`)."""
         self.full = ""
         """What limited the last `append` that had to refuse rows: the disk cap or the filesystem."""
         self._page_size = 4096
@@ -203,9 +203,9 @@ class Store(Schema, Queue, Inspection):
         db.execute("PRAGMA busy_timeout = 0")  # someone else is writing or reading: skip rather than stall our writer
         try:
             free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
-            keep = min(_RECLAIM_MIN, self.config.max_bytes // 8) // self._page_size
+            keep = min(RECLAIM_MIN, self.config.max_bytes // 8) // self._page_size
             if free <= keep:
-                if _file_size(self._wal_path) > _RECLAIM_MIN:
+                if file_size(self._wal_path) > RECLAIM_MIN:
                     db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
                 return 0
             try:

@@ -20,18 +20,30 @@ from ._items import Encoded
 from ._leases import LeaseBook
 
 __all__ = [
+    "HEADROOM",
+    "MAX_SEQ",
+    "RECLAIM_MIN",
+    "SHM_RESERVE",
     "Row",
     "StoreBase",
+    "bytes_of",
     "check_path",
     "damage_error",
+    "file_size",
+    "files_size",
+    "fs_free",
     "has_sqlite_header",
+    "heals",
+    "id_filter",
     "is_busy",
     "is_damage",
     "make_dirs",
     "missing_dir",
+    "reading",
     "readonly_uri",
     "spool_files",
     "wal_limit",
+    "whole_row",
 ]
 
 
@@ -46,15 +58,15 @@ _KiB = 1024
 
 _MiB = 1024 * _KiB
 
-_SHM_RESERVE = 32 * _KiB  # the WAL index: 32 KiB per 4096 WAL frames, and our WAL stays far below that
+SHM_RESERVE = 32 * _KiB  # the WAL index: 32 KiB per 4096 WAL frames, and our WAL stays far below that
 
-_HEADROOM = 256 * _KiB  # filesystem space the producers leave to the drain side (see `Store._room`)
+HEADROOM = 256 * _KiB  # filesystem space the producers leave to the drain side (see `Store._room`)
 
-_RECLAIM_MIN = 4 * _MiB  # free pages kept for reuse before `reclaim` gives them back
+RECLAIM_MIN = 4 * _MiB  # free pages kept for reuse before `reclaim` gives them back
 
 _CORRUPT_CODES = frozenset({sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT})
 
-_MAX_SEQ = 2**63 - 1
+MAX_SEQ = 2**63 - 1
 
 
 def spool_files(path: str | os.PathLike[str]) -> list[Path]:
@@ -141,7 +153,7 @@ def damage_error(path: Path, exc: sqlite3.Error) -> SpoolCorruptError:
     return SpoolCorruptError(path, str(exc))
 
 
-def _fs_free(path: Path) -> int:
+def fs_free(path: Path) -> int:
     """Bytes the filesystem holding `path` gives an unprivileged writer; very large when it cannot tell (no statvfs,
     or one that reports 0 blocks in all: FUSE, some network filesystems), so that only `max_bytes` applies."""
     try:
@@ -153,33 +165,33 @@ def _fs_free(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def _files_size(path: Path) -> int:
-    return sum(map(_file_size, spool_files(path)))
+def files_size(path: Path) -> int:
+    return sum(map(file_size, spool_files(path)))
 
 
-def _file_size(p: Path) -> int:
+def file_size(p: Path) -> int:
     try:
         return p.stat().st_size
     except OSError:
         return 0
 
 
-def _whole_row(r: Row) -> Encoded:
-    return Encoded(r.trace_id, r.span_id, r.is_end, _bytes_of(r)) if isinstance(r, Split) else r
+def whole_row(r: Row) -> Encoded:
+    return Encoded(r.trace_id, r.span_id, r.is_end, bytes_of(r)) if isinstance(r, Split) else r
 
 
-def _bytes_of(r: Row) -> bytes:
+def bytes_of(r: Row) -> bytes:
     return whole(r.body, r.at, r.data) if isinstance(r, Split) else r.body
 
 
-def _id_filter(ids: Sequence[int] | None) -> tuple[str, list[Any]]:
+def id_filter(ids: Sequence[int] | None) -> tuple[str, list[Any]]:
     if ids is None:
         return "1", []
     return f"id IN ({','.join('?' * len(ids))})", list(ids)
 
 
 @contextlib.contextmanager
-def _read(db: sqlite3.Connection) -> Iterator[None]:
+def reading(db: sqlite3.Connection) -> Iterator[None]:
     """A read transaction, so several SELECTs see one snapshot."""
     db.execute("BEGIN")
     try:
@@ -188,7 +200,7 @@ def _read(db: sqlite3.Connection) -> Iterator[None]:
         db.execute("COMMIT")
 
 
-def _heals(method: Callable[P, R]) -> Callable[P, R]:
+def heals(method: Callable[P, R]) -> Callable[P, R]:
     """A `Store` method a running `Spool` calls: when SQLite reports the file damaged and the store has an
     `on_damage` healer, the healer moves the file aside and reopens the store on a fresh file, and the call is made
     once more there (an append lands in the fresh file; a claim finds nothing; a completion deletes nothing)."""
@@ -257,7 +269,7 @@ class StoreBase:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else row[0]
 
-    @_heals
+    @heals
     def set_error(self, text: str | None) -> None:
         """Record (or with None, clear) the last delivery error, with its time."""
         with self._tx() as db:
@@ -271,7 +283,7 @@ class StoreBase:
         rows = [("last_error", text), ("last_error_at", time.time())]
         self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", rows)
 
-    @_heals
+    @heals
     def set_meta(self, key: str, value: Any) -> None:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))

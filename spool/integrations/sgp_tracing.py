@@ -28,7 +28,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._config import SpoolConfig
-from .._processors import ExitHook, SyncSpoolTracingProcessor
+from .._host import ExitHook
+from .._processors import SyncSpoolTracingProcessor
 
 if TYPE_CHECKING:
     from .._sink import Sink
@@ -83,7 +84,7 @@ class SGPTracingSpool:
             if manager is not None:
                 manager.flush_queue()
         except Exception as exc:
-            self.processor._fail("exporting the SDK's tracing queue", exc)
+            self.processor.fail("exporting the SDK's tracing queue", exc)
 
     def flush(self, timeout: float | None = 30) -> bool:
         """Export the SDK's queue into the spool, then deliver; True if the spool is empty."""

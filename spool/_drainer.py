@@ -65,9 +65,9 @@ counted."""
 
 @dataclass(slots=True)
 class _Lease:
-    """One claim's lease: its id, when it ends (on `time.monotonic()`: an estimate taken before the store set it, so
-    never later than the stored one, and no step of the wall clock moves it), whether it was lost (gone when we
-    renewed it) or ended by a completion."""
+    """One claim's lease: its id, when it ends (on the drainer's monotonic clock: an estimate taken before the store
+    set it, so never later than the stored one, and no step of the wall clock moves it), whether it was lost (gone
+    when we renewed it) or ended by a completion."""
 
     id: int
     until: float
@@ -116,12 +116,14 @@ class Drainer:
         sleep: Sleep = asyncio.sleep,
         policy: RoundPolicy | None = None,
         hold: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self._store, self._db, self._sink, self._config, self._sleep = store, db, sink, config, sleep
         self._request_bytes = format_named(sink.format).request_bytes
         self.policy = policy or RoundPolicy(config)
         """When rounds run and how big a batch goes out (I/O-free; its clock and jitter can be given)."""
         self._delete_guard = hold  # entered around each deletion (`Spool._near_cap_hold`)
+        self._clock = clock  # monotonic: a lease's end as this drainer estimates it (`_Lease.until`)
         self.owner = str(new_owner())  # unique to this drainer (`spool._leases.Owner`)
         self.counters: collections.Counter[str] = collections.Counter()
         """This drainer's counts, under their `spool._counters.COUNTERS` keys."""
@@ -254,7 +256,7 @@ class Drainer:
         assert self._slots is not None
         await self._prepare()
         async with self._slots:
-            until = time.monotonic() + self._config.lease_seconds  # taken before the claim: never later
+            until = self._lease_end()
             rows = await self._claim(batch_size, False)
             return not rows or await self._deliver_claim(rows, _Lease(rows[0].lease, until))
 
@@ -273,8 +275,7 @@ class Drainer:
                     rows: Sequence[Claimed] = nxt.rows
                     lease_until, nxt.rows = nxt.until, []
                     if not rows:
-                        # (taken before the claim: never later than the lease the store records)
-                        lease_until = time.monotonic() + self._config.lease_seconds
+                        lease_until = self._lease_end()
                         rows = await self._claim(batch_size, force)
                     if not rows:
                         return
@@ -372,7 +373,7 @@ class Drainer:
             if failed is not None:
                 return rows, lease, failed, requests, False
             requests += 1
-            until = time.monotonic() + cfg.lease_seconds  # taken before the claim: never later
+            until = self._lease_end()
             size = nxt.size if not stop.is_set() and (nxt.force or not self.policy.paused()) else 0
             done = self._db.submit(
                 self._counted(self._store.complete_and_claim),
@@ -437,7 +438,12 @@ class Drainer:
         """Less than `request_timeout` (plus a margin) of `lease` is left: renew it before the next request."""
         cfg = self._config
         margin = min(1.0, (cfg.lease_seconds - cfg.request_timeout) / 2)
-        return lease.until - time.monotonic() < cfg.request_timeout + margin
+        return lease.until - self._clock() < cfg.request_timeout + margin
+
+    def _lease_end(self) -> float:
+        """When a lease taken (or renewed) now ends, on this drainer's clock: read before the store sets it, so never
+        later than the one it records."""
+        return self._clock() + self._config.lease_seconds
 
     def _too_big(self, rows: Sequence[Claimed]) -> bool:
         """A batch of several at least as big as one already refused with 413: split it before sending."""
@@ -463,7 +469,7 @@ class Drainer:
         """`Store.complete_and_claim` in one trip to the DB thread: ends `lease`, and the next batch (none while
         paused) goes to `nxt`. The completion happens even if we are cancelled (shielded); rows claimed by an
         abandoned call are given back."""
-        until = time.monotonic() + self._config.lease_seconds  # taken before the claim: never later
+        until = self._lease_end()
         cfg = self._config
         fut = self._db.submit(
             self._counted(self._store.complete_and_claim),
@@ -610,7 +616,7 @@ class Drainer:
         is left. A lease that ran out and was taken over is lost: no rows are ours to send (returns empty)."""
         cfg = self._config
         if not lease.lost and self._lease_short(lease):
-            until = time.monotonic() + cfg.lease_seconds
+            until = self._lease_end()
             lease.lost = not await self._db(self._store.renew, lease.id, cfg.lease_seconds)
             lease.until = until
         return () if lease.lost else rows

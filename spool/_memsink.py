@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,12 +38,13 @@ class MemorySink(Sink):
         self._cond = threading.Condition()
 
     def send_blocking(self, bodies: Sequence[bytes], *, timeout: float) -> None:
+        with self._cond:
+            self.requests += 1
         if not self._open.wait(timeout):
             raise TransientError(f"MemorySink held the request past its timeout ({timeout:g}s)")
         with self._cond:
-            self.requests += 1
             if self._failures:
-                raise self._failures.pop(0)
+                raise copy.copy(self._failures.pop(0))  # (a fresh one: each raise gets its own traceback)
             if self._reject is not None and any(self._reject(b) for b in bodies):
                 raise RejectedError("HTTP 422: rejected by MemorySink.reject_if", status=422, detail="rejected")
             self.batches.append(list(bodies))

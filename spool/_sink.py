@@ -358,6 +358,8 @@ class SGPSink(HttpSink):
 def _read_capped(resp: httpx.Response, limit: int = MAX_ANSWER_BYTES) -> bytes:
     """At most `limit` bytes of an answer's body, as sent (no decoding: a compressed bomb cannot grow here); the rest
     is never read (closing the response then drops the connection)."""
+    if resp.is_stream_consumed:  # read already (a transport that reads answers whole: `httpx.MockTransport`)
+        return resp.content[:limit]
     parts: list[bytes] = []
     size = 0
     for chunk in resp.iter_raw():

@@ -4,7 +4,6 @@ faults: a process killed with SIGKILL, a collector that is down, a 400 for one s
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import os

@@ -35,6 +35,9 @@ class Format:
     """Its sink, configured from the environment; raises `SpoolConfigError` when that is incomplete."""
     takes_items: bool
     """`Spool.put` takes SGP items into it (else only `put_later` of OpenTelemetry spans)."""
+    has_starts: bool
+    """A row may be a span's start, which its end replaces: delivered ends are recorded so that a start arriving
+    late is never sent after its end (`ended_keys`). False: every row is a finished span, and nothing is recorded."""
     otel_writer: Callable[[Spool], Callable[[Any], None]]
     """For a spool of this format: a function storing one finished OpenTelemetry span (non-blocking)."""
     request_bytes: Callable[[Sequence[bytes]], int]
@@ -115,6 +118,7 @@ SGP = Format(
     sink_name="SGPSink",
     sink_from_env=_sgp_sink,
     takes_items=True,
+    has_starts=True,
     otel_writer=_sgp_otel,
     request_bytes=lambda bodies: sum(len(b) + 1 for b in bodies) + 11,  # {"items":[...]}
     row_sql="substr(body, 1, 1) = X'7B'",  # a JSON object
@@ -131,6 +135,7 @@ OTLP = Format(
     sink_name="OTLPSink",
     sink_from_env=_otlp_sink,
     takes_items=False,
+    has_starts=False,
     otel_writer=_otlp_otel,
     request_bytes=lambda bodies: sum(map(len, bodies)),  # rows sharing a resource and scope send them once
     row_sql="1",

@@ -87,6 +87,8 @@ class Host:
         self._count_lock = threading.Lock()
         self._closed = False
         self._spool = Spool(path, sink=sink, config=self.config)
+        self._shutdown_done = False
+        self._exit_hook = ExitHook(self._at_exit)
 
     @property
     def spool(self) -> Spool:
@@ -140,6 +142,31 @@ class Host:
             return False
 
 
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Stop accepting, commit, drain up to ``timeout`` (default: ``config.shutdown_timeout``), release leases,
+        close (on the running loop). Undelivered spans stay in the file. Safe twice; never raises."""
+        self._closed = True
+        if self._shutdown_done:
+            return
+        self._shutdown_done = True
+        self._exit_hook.cancel()
+        try:
+            await self._spool.aclose(timeout)
+        except Exception as exc:
+            self.fail("shutdown", exc)
+
+    def _at_exit(self) -> None:
+        """Interpreter exit without a shutdown: `aclose` on a fresh event loop."""
+        if self._shutdown_done:
+            return
+        if asyncio._get_running_loop() is None:
+            asyncio.run(self.aclose())
+            return
+        thread = threading.Thread(target=lambda: asyncio.run(self.aclose()), name="span-spool-exit", daemon=True)
+        thread.start()
+        thread.join(self.config.shutdown_timeout + 10)
+
+
 class ThreadHost(Host):
     """A `Host` whose spool commits and drains on an event loop in a daemon thread of its own: every method is a plain
     one, safe from any thread (``put`` never waits). A fork child gets a loop and thread of its own."""
@@ -156,8 +183,8 @@ class ThreadHost(Host):
             with contextlib.suppress(BaseException):
                 self.call(self._spool.aclose(0), 10)
             self._runner.stop(5.0)
+            self._exit_hook.cancel()
             raise
-        self._exit_hook = ExitHook(self.shutdown)
         watch_fork(self)
 
     def _start_loop(self) -> None:
@@ -178,6 +205,9 @@ class ThreadHost(Host):
         _inherited.append(self._loop)
         self._start_loop()
         self._runner.submit(self._spool.commit())
+
+    def _at_exit(self) -> None:
+        self.shutdown()
 
     def on_loop_thread(self) -> bool:
         return self._runner.on_thread()

@@ -13,6 +13,8 @@ from ._otlpwire import field, resource_spans
 from ._otlpwire import ld as _ld
 from ._otlpwire import varint as _varint
 
+_BYTE = [bytes((i,)) for i in range(0x80)]
+
 __all__ = ["OTLPEncoder", "encode_span"]
 
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
@@ -57,14 +59,40 @@ def _any(v: Any) -> bytes:
 
 
 def _kv(key: str, v: Any) -> bytes:
-    return _ld(b"\x0a", _text(key)) + _ld(b"\x12", _any(v))
+    return _key(key) + _ld(b"\x12", _any(v))
+
+
+_FIELDS: dict[str, bytes] = {}
+"""Attribute keys seen, as their field's bytes: an application uses a few hundred, over and over."""
+
+
+def _key(key: str) -> bytes:
+    """`key` as a `KeyValue.key` field."""
+    b = _FIELDS.get(key)
+    if b is None:
+        b = _ld(b"\x0a", _text(key))
+        if len(_FIELDS) < 4096:
+            _FIELDS[key] = b
+    return b
 
 
 def _attributes(attrs: Mapping[str, Any] | None, tag: bytes) -> bytes:
-    """Repeated `KeyValue` fields under `tag`."""
+    """Repeated `KeyValue` fields under `tag` (a string or int64 value, the common ones, written inline)."""
     if not attrs:
         return b""
-    return b"".join([_ld(tag, _kv(k, v)) for k, v in attrs.items()])
+    out = []
+    for k, v in attrs.items():
+        t = type(v)
+        if t is str:
+            b = v.encode("utf-8", "replace")
+            value = b"\x0a" + (_BYTE[len(b)] if len(b) < 0x80 else _varint(len(b))) + b
+        elif t is int and -(2**63) <= v < 2**63:
+            value = b"\x18" + _varint(v & _U64)
+        else:
+            value = _any(v)
+        kv = _key(k) + b"\x12" + (_BYTE[len(value)] if len(value) < 0x80 else _varint(len(value))) + value
+        out.append(tag + (_BYTE[len(kv)] if len(kv) < 0x80 else _varint(len(kv))) + kv)
+    return b"".join(out)
 
 
 def _count(tag: bytes, n: int) -> bytes:

@@ -23,14 +23,12 @@ Both are fronts of `spool._host`: the spool, the counters, the loop thread and t
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._config import SpoolConfig
-from ._host import ExitHook, Host, ThreadHost
+from ._host import Host, ThreadHost
 from ._mapping import agentex_source_metadata, map_span
 from ._sink import SGPSink
 
@@ -42,14 +40,20 @@ __all__ = ["SpoolTracingProcessor", "SyncSpoolTracingProcessor"]
 
 
 class _Agentex(Host):
-    """One span event's way in: mapped (`map_span`), then put."""
+    """The agentex fronts' constructor (``sink=None``: `SGPSink()` from the environment) and one span event's way
+    in: mapped (`map_span`), then put."""
 
-    _extra: dict[str, Any]
-    _wait: bool
-
-    def _setup(self, wait_for_commit: bool) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        sink: Sink | None = None,
+        config: SpoolConfig | None = None,
+        *,
+        wait_for_commit: bool = False,
+    ) -> None:
         self._extra = agentex_source_metadata()
         self._wait = wait_for_commit
+        super().__init__(path, sink if sink is not None else SGPSink(), config)  # (SpoolConfigError: no credentials)
 
     def _take(self, span: object, end: bool) -> bool:
         """Map and put one span event; True when it is in the spool and the caller should then wait for the commit.
@@ -84,10 +88,6 @@ def _count(spans: Iterable[object]) -> int:
         return 1
 
 
-def _sgp(sink: Sink | None) -> Sink:
-    return sink if sink is not None else SGPSink()  # raises SpoolConfigError without credentials
-
-
 class SpoolTracingProcessor(_Agentex):
     """Async agentex tracing processor backed by a durable spool.
 
@@ -100,19 +100,6 @@ class SpoolTracingProcessor(_Agentex):
     event loop at a time; for several threads each running a loop, use
     `SyncSpoolTracingProcessor`.
     """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | None = None,
-        sink: Sink | None = None,
-        config: SpoolConfig | None = None,
-        *,
-        wait_for_commit: bool = False,
-    ) -> None:
-        super().__init__(path, _sgp(sink), config)
-        self._setup(wait_for_commit)
-        self._shutdown_done = False
-        self._exit_hook = ExitHook(self._atexit)
 
     async def on_span_start(self, span: Any) -> None:
         """Record a span start (one ``put``)."""
@@ -160,46 +147,16 @@ class SpoolTracingProcessor(_Agentex):
         """Stop accepting, commit, drain up to ``timeout`` (default: ``config.shutdown_timeout``),
         release leases, close. Undelivered spans stay in the file. Safe twice; never raises.
         """
-        self._closed = True
-        if self._shutdown_done:
-            return
-        self._shutdown_done = True
-        self._exit_hook.cancel()
-        try:
-            await self._spool.aclose(timeout)
-        except Exception as exc:
-            self.fail("shutdown", exc)
-
-    def _atexit(self) -> None:
-        """Interpreter exit without ``shutdown``: run it on a fresh event loop."""
-        if self._shutdown_done:
-            return
-        if asyncio._get_running_loop() is None:
-            asyncio.run(self.shutdown())
-            return
-        thread = threading.Thread(target=lambda: asyncio.run(self.shutdown()), name="span-spool-exit", daemon=True)
-        thread.start()
-        thread.join(self.config.shutdown_timeout + 10)
+        await self.aclose(timeout)
 
 
-class SyncSpoolTracingProcessor(ThreadHost, _Agentex):
+class SyncSpoolTracingProcessor(_Agentex, ThreadHost):
     """Sync agentex tracing processor: plain methods, safe from any thread.
 
     Same constructor as `SpoolTracingProcessor`. One daemon thread owns an event loop on
     which the spool commits and drains; ``on_*`` only ``put`` (thread-safe, non-blocking).
     ``shutdown`` is idempotent and runs at interpreter exit (see `ExitHook`).
     """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | None = None,
-        sink: Sink | None = None,
-        config: SpoolConfig | None = None,
-        *,
-        wait_for_commit: bool = False,
-    ) -> None:
-        self._setup(wait_for_commit)
-        super().__init__(path, _sgp(sink), config)
 
     def on_span_start(self, span: Any) -> None:
         """Record a span start (one ``put``)."""

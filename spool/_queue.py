@@ -497,8 +497,15 @@ class Queue(StoreBase):
             "DELETE FROM spans WHERE seq = ? AND version = ? AND trace_id = ? AND span_id = ?",
             [(c.seq, c.version, c.trace_id, c.span_id) for c in sent],
         ).rowcount
-        # Every end sent is now delivered, its row deleted or not (one updated meanwhile by a later end): its start
-        # must not be sent after it.
+        if self.records_ends:
+            self._record_ends(sent)
+        self._bump("delivered_total", deleted)
+        return deleted
+
+    def _record_ends(self, sent: Sequence[Claimed]) -> None:
+        """Every end sent is now delivered, its row deleted or not (one updated meanwhile by a later end): its start
+        must not be sent after it."""
+        db = self._db
         at = self._ended_at()
         ended = [(span_key(c.trace_id, c.span_id), at) for c in sent if c.is_end]
         db.executemany("INSERT INTO ended_keys (key, at) VALUES (?, ?)", ended)
@@ -507,8 +514,6 @@ class Queue(StoreBase):
         if self._ended_new > self.ended_keep // 16 or mono > self._ended_forgot_at + 60:
             self._forget_ends(at)
             self._ended_new, self._ended_forgot_at = 0, mono
-        self._bump("delivered_total", deleted)
-        return deleted
 
     def _ended_at(self) -> float:
         """The time an end delivered now is recorded at: this process's clock, but never before the record's newest

@@ -217,6 +217,7 @@ class Schema(StoreBase):
                     db.execute("INSERT INTO meta (key, value) VALUES ('format', ?)", (have,))
                 else:
                     have = have[0]
+        self.records_ends = format_named(str(have)).has_starts
         if wanted is not None and wanted != have:
             raise SpoolConfigError(
                 f"{self.path} holds {have} spans; a sink for {wanted} cannot deliver them"

@@ -109,6 +109,7 @@ class Store(Schema, Queue, Inspection):
         record takes at most 1/16 of it), and those of the last `ENDED_SECONDS`, whichever are fewer. Up to a 16th
         more wait to be forgotten in bulk (`_forget_ends`)."""
         self._ended_new, self._ended_forgot_at, self._ended_looked = 0, float("-inf"), None
+        self.records_ends = True  # (until the file's format says otherwise: `claim_format`)
         self.leases = LeaseBook()
         """This process's judgement of the file's leases (`spool._leases`): dead owners, clocks ahead or behind."""
         cfg = self.config

@@ -240,6 +240,9 @@ class StoreBase:
     _page_size: int
     leases: LeaseBook
     lease_bound: float
+    records_ends: bool
+    """Delivered ends are recorded (`ended_keys`), so a late start is never sent after its end: a format whose
+    rows can be starts (`Format.has_starts`)."""
     _ended_new: int
     _ended_forgot_at: float
     _ended_looked: float | None

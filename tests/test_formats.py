@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -18,11 +20,15 @@ from spool._schema import register_functions
 from spool._sink import join_items
 
 
-def _otlp_row(name: str = "op") -> bytes:
+def _span(name: str = "op") -> Any:
     provider = TracerProvider()
     with provider.get_tracer("t").start_as_current_span(name) as s:
         pass
-    return OTLPEncoder().encode(s).body
+    return s
+
+
+def _otlp_row(name: str = "op") -> bytes:
+    return OTLPEncoder().encode(_span(name)).body
 
 
 def test_every_format_is_registered_once_and_an_unknown_one_is_named() -> None:
@@ -64,3 +70,21 @@ def test_export_and_import_lines_round_trip_and_say_their_format() -> None:
     assert OTLP.parse_line(line, 1 << 20).body == otlp_body
     with pytest.raises(ValueError, match="at most 10"):
         OTLP.parse_line(line, 10)
+
+
+@pytest.mark.parametrize(("fmt", "recorded"), [("sgp", 1), ("otlp", 0)])
+def test_delivered_ends_are_recorded_only_where_a_start_can_come_late(
+    tmp_path: Path, fmt: str, recorded: int
+) -> None:
+    from spool import SpoolConfig
+    from spool._store import Store
+
+    store = Store(tmp_path / f"{fmt}.db", SpoolConfig())
+    try:
+        store.claim_format(fmt)
+        store.append([encode_item(span(1, end=True), 1 << 20) if fmt == "sgp" else OTLPEncoder().encode(_span())])
+        rows = store.claim("me", 10, 30)
+        assert store.complete(rows) == 1
+        assert store._db.execute("SELECT count(*) FROM ended_keys").fetchone()[0] == recorded
+    finally:
+        store.close()

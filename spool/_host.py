@@ -141,7 +141,6 @@ class Host:
             self.fail(f"put ({type(first_exc).__name__})", exc, dropped=1)
             return False
 
-
     async def aclose(self, timeout: float | None = None) -> None:
         """Stop accepting, commit, drain up to ``timeout`` (default: ``config.shutdown_timeout``), release leases,
         close (on the running loop). Undelivered spans stay in the file. Safe twice; never raises."""

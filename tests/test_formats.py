@@ -73,9 +73,7 @@ def test_export_and_import_lines_round_trip_and_say_their_format() -> None:
 
 
 @pytest.mark.parametrize(("fmt", "recorded"), [("sgp", 1), ("otlp", 0)])
-def test_delivered_ends_are_recorded_only_where_a_start_can_come_late(
-    tmp_path: Path, fmt: str, recorded: int
-) -> None:
+def test_delivered_ends_are_recorded_only_where_a_start_can_come_late(tmp_path: Path, fmt: str, recorded: int) -> None:
     from spool import SpoolConfig
     from spool._store import Store
 

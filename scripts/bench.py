@@ -61,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from spool import SGPSink, Sink, Spool, SpoolConfig
 from spool._items import encode_item
 from spool._store import Store
+from spool.redact import scrub
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -273,6 +274,7 @@ async def bench_hot(n: int, rounds: int, tmp: Path) -> dict[str, Any]:
     queue: asyncio.Queue[Any] = asyncio.Queue()
     tqm = TraceQueueManager(client=None, max_queue_size=0, worker_enabled=False)  # unbounded, never sends
     spool = Spool(tmp / "hot.db", sink=NullSink(), config=SpoolConfig())
+    scrubbed = Spool(tmp / "hot-scrub.db", sink=NullSink(), config=SpoolConfig(), redact=scrub())
     proc = SpoolTracingProcessor(tmp / "hot-proc.db", sink=NullSink(), config=SpoolConfig())
     agx_label, agx_enqueue = agentex_enqueue()
 
@@ -287,6 +289,7 @@ async def bench_hot(n: int, rounds: int, tmp: Path) -> dict[str, Any]:
         "SDK TraceQueueManager.enqueue": (tqm.enqueue, items),
         agx_label: (agx_enqueue, spans),
         "Spool.put": (spool.put, items),
+        "Spool.put, redact=scrub()": (scrubbed.put, items),
     }
     pc = time.perf_counter_ns
     block = 100
@@ -337,6 +340,7 @@ async def bench_hot(n: int, rounds: int, tmp: Path) -> dict[str, Any]:
         dropped = proc.dropped
     finally:
         await spool.aclose(timeout=0)
+        await scrubbed.aclose(timeout=0)
         await proc.shutdown(timeout=0)
         for task in asyncio.all_tasks() - tasks_before:  # the agentex queue's drain task
             if task is not asyncio.current_task():
@@ -365,6 +369,7 @@ async def bench_hot(n: int, rounds: int, tmp: Path) -> dict[str, Any]:
             "put_p50_vs_put_nowait": ratio("Spool.put", q),
             "put_p99_vs_put_nowait": ratio("Spool.put", q, "p99"),
             "put_p50_vs_tqm_enqueue": ratio("Spool.put", "SDK TraceQueueManager.enqueue"),
+            "put_scrub_p50_vs_put": ratio("Spool.put, redact=scrub()", "Spool.put"),
             "on_span_end_p50_vs_put_nowait": ratio("SpoolTracingProcessor.on_span_end", q),
             "on_span_end_p50_vs_agentex_enqueue": ratio("SpoolTracingProcessor.on_span_end", agx_label),
         },
@@ -970,6 +975,14 @@ def table(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             )
         )
         rows.append(("hot: Spool.put p50 / TQM.enqueue p50", f"{r['put_p50_vs_tqm_enqueue']:.1f}x", "SDK", ""))
+        rows.append(
+            (
+                "hot: Spool.put p50, redact=scrub() / without",
+                f"{r['put_scrub_p50_vs_put']:.2f}x",
+                "Spool.put",
+                f"<= 1.5x {mark(r['put_scrub_p50_vs_put'] <= 1.5)}",
+            )
+        )
         rows.append(
             (
                 "hot: on_span_end p50 / agentex enqueue p50",

@@ -19,8 +19,9 @@ COUNTERS: dict[str, tuple[str, str]] = {
 }
 """The drainer's and the sink's counters (a sink's `counters()` adds to these keys)."""
 
-DROP_REASONS = ("overflow", "disk_error", "memory")
-"""Why a span can be dropped (`metrics()` has `dropped` and `dropped_<reason>` for each, always present)."""
+DROP_REASONS = ("overflow", "disk_error", "memory", "redacted")
+"""Why a span can be dropped (`metrics()` has `dropped` and `dropped_<reason>` for each, always present). `redacted`:
+the redactor dropped it, or raised (a choice, not a loss: not in the file's `dropped_total`)."""
 
 GAUGES: dict[str, tuple[str, str]] = {
     # SpoolStats field: (unit, description); the whole file, every process

@@ -110,7 +110,16 @@ def _otlp_otel(spool: Spool) -> Callable[[Any], None]:
     from ._otlpencode import OTLPEncoder
 
     encode = OTLPEncoder().encode
-    return lambda span: spool.put_later(span, encode)
+    if spool.redact is None:
+        return lambda span: spool.put_later(span, encode)
+    from ._otelredact import redacted_span
+
+    def write(span: Any) -> None:
+        kept = redacted_span(span, spool.redact_item)  # (a drop is counted by `redact_item`)
+        if kept is not None:
+            spool.put_later(kept, encode)
+
+    return write
 
 
 SGP = Format(

@@ -35,6 +35,7 @@ __all__ = ["ExitHook", "Host", "ThreadHost"]
 log = logging.getLogger("spool.processors")
 
 _T = TypeVar("_T")
+Redact = Callable[[Mapping[str, Any]], Mapping[str, Any] | None]
 
 _inherited: list[asyncio.AbstractEventLoop] = []
 """Event loops a fork child inherited: kept, never closed (closing would touch the parent's wake-up pipe)."""
@@ -79,14 +80,20 @@ class Host:
     errors: int
     """Failures of any kind (dropped events, failed commits/flushes/shutdowns)."""
 
-    def __init__(self, path: str | os.PathLike[str] | None, sink: Sink | None, config: SpoolConfig | None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        sink: Sink | None,
+        config: SpoolConfig | None,
+        redact: Redact | None = None,
+    ) -> None:
         self.config = config if config is not None else SpoolConfig()
         self.dropped = 0
         self.errors = 0
         self._logged: set[str] = set()
         self._count_lock = threading.Lock()
         self._closed = False
-        self._spool = Spool(path, sink=sink, config=self.config)
+        self._spool = Spool(path, sink=sink, config=self.config, redact=redact)
         self._shutdown_done = False
         self._exit_hook = ExitHook(self._at_exit)
 
@@ -170,8 +177,14 @@ class ThreadHost(Host):
     """A `Host` whose spool commits and drains on an event loop in a daemon thread of its own: every method is a plain
     one, safe from any thread (``put`` never waits). A fork child gets a loop and thread of its own."""
 
-    def __init__(self, path: str | os.PathLike[str] | None, sink: Sink | None, config: SpoolConfig | None) -> None:
-        super().__init__(path, sink, config)
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        sink: Sink | None,
+        config: SpoolConfig | None,
+        redact: Redact | None = None,
+    ) -> None:
+        super().__init__(path, sink, config, redact)
         self._shutdown_lock = threading.Lock()
         self._shutdown_started = False
         self._start_loop()

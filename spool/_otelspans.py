@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ._config import SpoolConfig
 from ._formats import format_named
-from ._host import ThreadHost
+from ._host import Redact, ThreadHost
 from ._otlpsink import OTLPSink
 
 if TYPE_CHECKING:
@@ -33,9 +33,14 @@ class _Front:
     """What the processor and the exporter share: the host, and one span's way into the spool."""
 
     def __init__(
-        self, path: str | os.PathLike[str] | None = None, sink: Sink | None = None, config: SpoolConfig | None = None
+        self,
+        path: str | os.PathLike[str] | None = None,
+        sink: Sink | None = None,
+        config: SpoolConfig | None = None,
+        *,
+        redact: Redact | None = None,
     ) -> None:
-        self._host = ThreadHost(path, sink if sink is not None else OTLPSink(), config)
+        self._host = ThreadHost(path, sink if sink is not None else OTLPSink(), config, redact)
         self._spool = self._host.spool
         self._refused_seen = 0  # spans moved to dead letters, as of the last `force_flush`
         self._write = format_named(self._spool.format).otel_writer(self._spool)

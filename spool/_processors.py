@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._config import SpoolConfig
-from ._host import Host, ThreadHost
+from ._host import Host, Redact, ThreadHost
 from ._mapping import agentex_source_metadata, map_span
 from ._sink import SGPSink
 
@@ -50,10 +50,11 @@ class _Agentex(Host):
         config: SpoolConfig | None = None,
         *,
         wait_for_commit: bool = False,
+        redact: Redact | None = None,
     ) -> None:
         self._extra = agentex_source_metadata()
         self._wait = wait_for_commit
-        super().__init__(path, sink if sink is not None else SGPSink(), config)  # (SpoolConfigError: no credentials)
+        super().__init__(path, sink if sink is not None else SGPSink(), config, redact)  # (no credentials: raises)
 
     def _take(self, span: object, end: bool) -> bool:
         """Map and put one span event; True when it is in the spool and the caller should then wait for the commit.

@@ -34,6 +34,7 @@ from ._sink import Sink
 from ._stats import SpoolStats
 from ._store import Store, body_bytes, is_busy, rows_cost, split_rows
 from ._trim import Trimmer
+from .redact import Redactor
 
 __all__ = ["LATER_BYTES", "Later", "Spool"]
 
@@ -82,6 +83,7 @@ class Spool:
         config: SpoolConfig | None = None,
         sleep: Sleep = asyncio.sleep,
         heal: bool = True,
+        redact: Callable[[Mapping[str, Any]], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self.config = config or SpoolConfig()
         self.path = Path(path) if path is not None else default_path()
@@ -101,6 +103,10 @@ class Spool:
             else None
         )
         self._max_item_bytes = self.config.max_item_bytes
+        self.redact = redact
+        """Applied to each item before it is stored (`spool.redact`); None: items are stored as given."""
+        self._screen = redact.screen if isinstance(redact, Redactor) else None
+        self._redact_logged: set[str] = set()
         self._lock = threading.Lock()
         self._pending: list[Encoded | Split | Later] = []
         self._later = False  # a `put_later` was made: commits look for rows to encode
@@ -145,10 +151,33 @@ class Spool:
         enc = encode_fast(item, self._max_item_bytes, None, compact) if type(item) is dict else None
         if enc is None:
             enc = encode_checked(item, self._max_item_bytes, compact=compact)
+        if self.redact is not None and (self._screen is None or self._screen(enc.body)):
+            redacted = self.redact_item(item)
+            if redacted is None:
+                return
+            item = redacted
+            enc = encode_checked(item, self._max_item_bytes, compact=compact)
         row: Encoded | Split = enc
         if len(enc.body) >= MIN_BODY:  # a large item: its repeated string (a system prompt) is kept once
             row = self._blobs.split(enc, item)
         self._enqueue(row)
+
+    def redact_item(self, obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """`obj` as `redact` leaves it; None when it is dropped: by the redactor, or because it raised (counted in
+        `dropped_redacted`, the first failure of each kind logged). Never raises."""
+        assert self.redact is not None
+        try:
+            out = self.redact(obj)
+        except Exception as exc:
+            self._dropped["redacted"] += 1
+            kind = type(exc).__name__
+            if kind not in self._redact_logged:
+                self._redact_logged.add(kind)
+                log.error("spool: the redactor raised %s: %s; the item was dropped (dropped_redacted)", kind, exc)
+            return None
+        if out is None:
+            self._dropped["redacted"] += 1
+        return out
 
     def _refuse(self) -> None:
         if self._closed:

@@ -118,7 +118,7 @@ def test_metrics_keys_without_a_sink_and_after_close(spool_path: Path) -> None:
         return live, sp.metrics(), sp
 
     live, closed, _ = asyncio.run(go())
-    counters = COUNTERS | {"dropped", "dropped_overflow", "dropped_disk_error", "dropped_memory"}
+    counters = COUNTERS | {"dropped", *(f"dropped_{r}" for r in ("overflow", "disk_error", "memory", "redacted"))}
     assert set(live) == counters | GAUGES
     assert live["pending"] == 1 and all(live[k] == 0 for k in counters)
     assert set(closed) == counters  # no file to read any more: counters only, no exception
@@ -184,6 +184,7 @@ def test_instrument_registers_callbacks_that_report_the_metrics(
         "disk_error": 0,
         "memory": 0,
         "overflow": 0,
+        "redacted": 0,
     }
 
 

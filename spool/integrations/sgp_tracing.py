@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._config import SpoolConfig
-from .._host import ExitHook
+from .._host import ExitHook, Redact
 from .._processors import SyncSpoolTracingProcessor
 
 if TYPE_CHECKING:
@@ -118,6 +118,8 @@ def init(
     path: str | os.PathLike[str] | None = None,
     sink: Sink | None = None,
     config: SpoolConfig | None = None,
+    *,
+    redact: Redact | None = None,
 ) -> SGPTracingSpool:
     """Route ``scale_gp_beta.lib.tracing`` through a spool at ``path``; return its handle.
 
@@ -133,7 +135,7 @@ def init(
     from scale_gp_beta.lib.tracing import trace_queue_manager as tqm
     from scale_gp_beta.lib.tracing.util import is_disabled
 
-    processor = SyncSpoolTracingProcessor(path, sink, config)
+    processor = SyncSpoolTracingProcessor(path, sink, config, redact=redact)
     handle = SGPTracingSpool(processor)
     try:
         with _lock:

@@ -114,12 +114,11 @@ def _otlp_otel(spool: Spool) -> Callable[[Any], None]:
         return lambda span: spool.put_later(span, encode)
     from ._otelredact import redacted_span
 
-    def write(span: Any) -> None:
-        kept = redacted_span(span, spool.redact_item)  # (a drop is counted by `redact_item`)
-        if kept is not None:
-            spool.put_later(kept, encode)
+    def redacted(span: Any) -> Encoded | None:  # (on the database thread; a drop is counted by `redact_item`)
+        kept = redacted_span(span, spool.redact_item)
+        return None if kept is None else encode(kept)
 
-    return write
+    return lambda span: spool.put_later(span, redacted)
 
 
 SGP = Format(

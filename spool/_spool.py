@@ -18,6 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple, Self, cast
 
+import orjson
+
 from ._blobs import MIN_BODY, Blobs, Split
 from ._config import SpoolConfig, default_path
 from ._counters import COUNTERS, DROP_REASONS
@@ -51,9 +53,9 @@ class Later(NamedTuple):
     trace_id: str
     span_id: str
     is_end: bool
-    body: bytes  # `_LATER_BODY`: stands for the row in `body_bytes`
+    body: bytes  # what stands for the row in `body_bytes` (`_LATER_BODY` when not known yet)
     obj: Any
-    encode: Callable[[Any], Encoded]
+    encode: Callable[[Any], Encoded | None]  # None: the row is dropped (counted by `encode`)
 
 
 class Spool:
@@ -69,6 +71,9 @@ class Spool:
     A file that is not a usable spool, at open or when a query later finds it damaged, is moved aside
     (`<name>.corrupt-<time>`, kept for `spool recover`) and the spool goes on with a fresh file, reporting it in
     `last_error`; `heal=False` raises `SpoolCorruptError` instead and never moves the file (for tools).
+
+    `redact` (`spool.redact`): each item as it is stored and sent is what `redact` returns for it (None drops it,
+    counted as `dropped_redacted`); it runs on the database thread before the commit, never raising into `put`.
 
     A file holds one storage format (`format`: `sgp`, or `otlp` for OpenTelemetry spans), fixed when it is created:
     the sink's `format`, else `sgp`. The constructor opens (or creates) the file and may
@@ -151,8 +156,12 @@ class Spool:
         enc = encode_fast(item, self._max_item_bytes, None, compact) if type(item) is dict else None
         if enc is None:
             enc = encode_checked(item, self._max_item_bytes, compact=compact)
-        if self.redact is not None and (self._screen is None or self._screen(enc.body)):
-            redacted = self.redact_item(item)
+        if self.redact is not None:
+            if len(enc.body) < MIN_BODY:  # redacted on the database thread, just before its commit
+                self._later = True
+                self._enqueue(Later(enc.trace_id, enc.span_id, enc.is_end, enc.body, enc, self._redact_encoded))
+                return
+            redacted = self.redact_item(item)  # (a large item is split below, from the item as redacted)
             if redacted is None:
                 return
             item = redacted
@@ -161,6 +170,21 @@ class Spool:
         if len(enc.body) >= MIN_BODY:  # a large item: its repeated string (a system prompt) is kept once
             row = self._blobs.split(enc, item)
         self._enqueue(row)
+
+    def _redact_encoded(self, enc: Encoded) -> Encoded | None:
+        """On the database thread: `enc` as `redact` leaves its item (None: dropped, counted). A `Redactor`'s
+        `screen` passes most items untouched; the others are redacted from their stored JSON and encoded again."""
+        if self._screen is not None and not self._screen(enc.body):
+            return enc
+        item = self.redact_item(orjson.loads(enc.body))
+        if item is None:
+            return None
+        try:
+            return encode_checked(item, self._max_item_bytes)
+        except (TypeError, ValueError) as exc:
+            self._dropped["redacted"] += 1
+            log.error("spool: the redactor returned an item that cannot be stored (%s); dropped", exc)
+            return None
 
     def redact_item(self, obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """`obj` as `redact` leaves it; None when it is dropped: by the redactor, or because it raised (counted in
@@ -186,7 +210,7 @@ class Spool:
             f"{self.path} is an otlp spool: it takes OpenTelemetry spans (spool.otel.SpoolSpanProcessor), not SGP items"
         )
 
-    def put_later(self, obj: Any, encode: Callable[[Any], Encoded]) -> None:
+    def put_later(self, obj: Any, encode: Callable[[Any], Encoded | None]) -> None:
         """Queue `obj`, to be encoded by `encode(obj)` on the database thread just before its commit (an
         OpenTelemetry span: encoding costs more than the caller should wait). `obj` must not change afterwards.
         Counted as `LATER_BYTES` against `max_pending_bytes`. Sync, non-blocking, thread-safe; raises
@@ -316,18 +340,22 @@ class Spool:
         self._note_drops(lost, self._write_error, logging.ERROR)
 
     def _encode_later(self, batch: list[Encoded | Split | Later]) -> list[Encoded | Split]:
-        """`batch` with each `Later` encoded; one whose `encode` raises is dropped (counted, logged)."""
+        """`batch` with each `Later` encoded; one whose `encode` raises is dropped (counted, logged), one it gives
+        None for was dropped by it (the redactor)."""
         out: list[Encoded | Split] = []
         for row in batch:
             if type(row) is not Later:
                 out.append(row)  # type: ignore[arg-type]
                 continue
             try:
-                out.append(row.encode(row.obj))
+                enc = row.encode(row.obj)
             except Exception as exc:
                 self._dropped_unsaved += 1
                 self._dropped["unencodable"] += 1
                 self._note_drops(1, f"a span could not be encoded: {type(exc).__name__}: {exc}", logging.ERROR)
+                continue
+            if enc is not None:
+                out.append(enc)
         return out
 
     def _near_cap_hold(self) -> contextlib.AbstractContextManager[object]:

@@ -3,7 +3,9 @@
 A redactor is any callable that gets each item (a Scale GP item `dict`, or an OpenTelemetry span's attributes for an
 `otlp` spool) and returns it changed, or None to drop it; what it returns is what is stored and sent, and nothing
 unredacted is ever written. A dropped item, and one whose redactor raised, is counted in `dropped_redacted` (and
-logged once); the redactor never raises into the application. It runs on the caller's thread, in `put`.
+logged once); the redactor never raises into the application. It runs on the spool's database thread, just before
+the commit (so `put` stays as fast as without it), on the item as stored (its JSON, parsed); an item of 16 KiB or
+more is redacted in `put` itself, before its large strings are set apart.
 
 `Redactor` is for redactors that can tell from an item's encoded JSON that it surely holds nothing to redact
 (`screen`): the spool then calls them only for the items that might. `scrub()` is one.

@@ -23,7 +23,7 @@ except ImportError as exc:
         f"OTLP spans in JSON need the otel extra ({exc.name} is not installed): pip install 'span-spool[otel]'"
     ) from None
 
-__all__ = ["request_rows", "response_body", "row_from_json", "row_to_json"]
+__all__ = ["request_from_json", "request_rows", "response_body", "row_from_json", "row_to_json"]
 
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
 
@@ -86,20 +86,7 @@ def row_from_json(obj: Any) -> Encoded:
 def request_rows(body: bytes, as_json: bool, keep: bool = True) -> list[tuple[str, str, dict[str, Any] | None]]:
     """The spans of an `ExportTraceServiceRequest` (protobuf, or OTLP JSON with `as_json`): `(trace id, span id,
     row_to_json's dict or None without keep)` each. Raises `ValueError` naming what is wrong."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    try:
-        if as_json:
-            doc = json.loads(body) if body else {}
-            for rs in doc.get("resourceSpans", doc.get("resource_spans", ())):
-                for ss in rs.get("scopeSpans", rs.get("scope_spans", ())):
-                    for span in ss.get("spans", ()):
-                        _hex_ids(span, False)
-            request = json_format.ParseDict(doc, ExportTraceServiceRequest())
-        else:
-            request = ExportTraceServiceRequest.FromString(body)
-    except Exception as exc:  # protobuf's DecodeError, json_format's ParseError, bad hex: all "not OTLP"
-        raise ValueError(f"not an OTLP ExportTraceServiceRequest: {type(exc).__name__}: {exc}") from None
+    request = _request(body, as_json)
     out: list[tuple[str, str, dict[str, Any] | None]] = []
     for rs in request.resource_spans:
         resource = _to_dict(rs.resource) if keep else None
@@ -111,6 +98,27 @@ def request_rows(body: bytes, as_json: bool, keep: bool = True) -> list[tuple[st
                     row = {"resource": resource, "scope": scope, "span": _hex_ids(_to_dict(span), True)}
                 out.append((span.trace_id.hex(), span.span_id.hex(), row))
     return out
+
+
+def _request(body: bytes, as_json: bool) -> Any:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    try:
+        if as_json:
+            doc = json.loads(body) if body else {}
+            for rs in doc.get("resourceSpans", doc.get("resource_spans", ())):
+                for ss in rs.get("scopeSpans", rs.get("scope_spans", ())):
+                    for span in ss.get("spans", ()):
+                        _hex_ids(span, False)
+            return json_format.ParseDict(doc, ExportTraceServiceRequest())
+        return ExportTraceServiceRequest.FromString(body)
+    except Exception as exc:  # protobuf's DecodeError, json_format's ParseError, bad hex: all "not OTLP"
+        raise ValueError(f"not an OTLP ExportTraceServiceRequest: {type(exc).__name__}: {exc}") from None
+
+
+def request_from_json(body: bytes) -> bytes:
+    """An OTLP/JSON `ExportTraceServiceRequest` (hex ids) as the protobuf message's bytes. Raises `ValueError`."""
+    return bytes(_request(body, True).SerializeToString())
 
 
 def response_body(rejected: int, message: str, as_json: bool) -> bytes:

@@ -25,7 +25,7 @@ from ._config import SpoolConfig, default_path
 from ._counters import COUNTERS, DROP_REASONS
 from ._dbthread import DbThread
 from ._drainer import Drainer
-from ._errors import SpoolClosedError
+from ._errors import DeliveryError, SpoolClosedError
 from ._fork import watch_fork
 from ._formats import format_named
 from ._heal import open_store_healing
@@ -209,6 +209,26 @@ class Spool:
         raise ValueError(
             f"{self.path} is an otlp spool: it takes OpenTelemetry spans (spool.otel.SpoolSpanProcessor), not SGP items"
         )
+
+    def put_rows(self, rows: Sequence[Encoded]) -> None:
+        """Queue rows encoded and validated already (the spans of a request `spool serve` took), as `put` queues an
+        item's: the same commit, the same `max_pending_bytes` (a row past it is dropped and counted). Sync,
+        non-blocking, thread-safe; raises `SpoolClosedError` after close."""
+        if self._closed:
+            raise SpoolClosedError(f"spool {self.path} is closed")
+        for row in rows:
+            self._enqueue(row)
+
+    @property
+    def blocked(self) -> DeliveryError | None:
+        """Why delivery is paused on configuration (credentials refused, no API at the URL, every request refused
+        alike); None while it is not."""
+        return self._drainer.blocked if self._drainer is not None else None
+
+    @property
+    def write_error(self) -> str | None:
+        """Why the last commit failed (a full or failing disk); None once one succeeds."""
+        return self._write_error
 
     def put_later(self, obj: Any, encode: Callable[[Any], Encoded | None]) -> None:
         """Queue `obj`, to be encoded by `encode(obj)` on the database thread just before its commit (an

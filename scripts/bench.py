@@ -29,6 +29,9 @@ Sections (`--only` takes their names):
   peak RSS, backlog, drain time, disk bytes per span, against an in-memory queue holding the same spans.
 - `otel`: `SpoolSpanProcessor.on_end` against `BatchSpanProcessor.on_end`, client CPU per span of `OTLPSink` against
   the official OTLP/HTTP exporter, and SDK -> delivered -> deleted spans/s (scripts/bench_otel.py says how).
+- `serve`: `spool serve` as its own process: durable ingest of OTLP requests against in-process put+commit, the
+  acknowledgement latency at 5k spans/s while delivering, its RSS, and the official exporter straight to the collector
+  (scripts/bench_serve.py says how).
 
 Subprocess scenarios print one JSON line; `--child NAME ARGS_JSON` runs one (internal).
 """
@@ -65,7 +68,7 @@ from spool.redact import scrub
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
-SECTIONS = ("hot", "append", "delivery", "e2e", "replay", "lag", "memory", "agents", "otel")
+SECTIONS = ("hot", "append", "delivery", "e2e", "replay", "lag", "memory", "agents", "otel", "serve")
 
 
 # -- payloads --------------------------------------------------------------------------------------------------------
@@ -1161,6 +1164,39 @@ def table(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 f">= 10k {mark(x['spans_per_s'] >= 10_000)}",
             )
         )
+    if v := res.get("serve"):
+        rows.append(
+            (
+                "serve: durable ingest, OTLP requests of 512",
+                f"{v['ingest_spans_per_s']:,.0f} spans/s",
+                f"in-process put+commit {v['inproc_spans_per_s']:,.0f}/s",
+                f"{v['ingest_ratio']:.0%} (>= 50% {mark(v['ingest_ratio'] >= 0.5)})",
+            )
+        )
+        rows.append(
+            (
+                "serve: ack p50 / p99 at 5k spans/s, delivering",
+                f"{v['ack_p50_ms']:.1f} / {v['ack_p99_ms']:.1f} ms",
+                f"pending 1 s after: {v['pending_1s_after']:.0f}",
+                f"p99 <= 50 ms {mark(v['ack_p99_ms'] <= 50)}",
+            )
+        )
+        rows.append(
+            (
+                "serve: RSS with the ingest backlog / after the paced run",
+                f"{v['rss_backlog_mb']:.0f} / {v['paced_rss_mb']:.0f} MB",
+                f"{v['spans']:,} spans",
+                f"<= 100 MB {mark(max(v['rss_backlog_mb'], v['paced_rss_mb']) <= 100)}",
+            )
+        )
+        rows.append(
+            (
+                "serve: baseline, OTLPSpanExporter straight to the collector",
+                f"{v['baseline_spans_per_s']:,.0f} spans/s",
+                "",
+                "",
+            )
+        )
     return rows
 
 
@@ -1241,6 +1277,7 @@ def params(quick: bool) -> dict[str, Any]:
             "memory": 20_000,
             "agents": 0.05,
             "otel": (2_000, 2, 5_000),
+            "serve": (5_000, 2.0),
         }
     return {
         "hot": (20_000, 5),
@@ -1252,6 +1289,7 @@ def params(quick: bool) -> dict[str, Any]:
         "memory": 1_000_000,
         "agents": 1.0,
         "otel": (10_000, 4, 50_000),
+        "serve": (100_000, 10.0),
     }
 
 
@@ -1280,6 +1318,10 @@ async def run_async(sections: list[str], p: dict[str, Any], tmp: Path, rx: Recei
             from bench_otel import bench_otel
 
             res[name] = await asyncio.to_thread(bench_otel, *p["otel"], tmp, rx)
+        elif name == "serve":
+            from bench_serve import bench_serve
+
+            res[name] = await asyncio.to_thread(bench_serve, *p["serve"], tmp, rx)
         res[name]["elapsed_s"] = time.perf_counter() - t0
         print(f"   {name} took {res[name]['elapsed_s']:.1f} s", file=sys.stderr, flush=True)
     return res

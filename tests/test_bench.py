@@ -98,6 +98,10 @@ def test_quick_run_reports_every_section(tmp_path: Path) -> None:
         _positive(load["in_memory_queue"], "rss_peak")
         _positive(load, "peak_rss_ratio")
 
+    serve = res["serve"]
+    _positive(serve, "ingest_spans_per_s", "inproc_spans_per_s", "ack_p99_ms", "rss_backlog_mb", "baseline_spans_per_s")
+    assert serve["paced_requests"] > 0 and serve["pending_1s_after"] >= 0
+
     figures = {row["figure"] for row in res["table"]}
     assert {"append: committed puts/s", "delivery: client CPU per span", "e2e: put -> delivered -> deleted"} <= figures
     assert all(("ok" in r["target"] or "MISS" in r["target"]) for r in res["table"] if "<=" in r["target"])

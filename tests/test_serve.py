@@ -26,6 +26,12 @@ from spool.testing import Receiver
 
 pytestmark = pytest.mark.slow
 
+QUICK_RETRY = {
+    "SPOOL_BACKOFF_INITIAL": "0.05",
+    "SPOOL_BACKOFF_MAX": "0.2",
+    "SPOOL_COOLDOWN_MAX": "1",
+}  # a backend back is probed within a second
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -111,7 +117,7 @@ def test_the_official_exporter_through_serve_with_a_kill_9_midway_loses_nothing_
 
     with Receiver() as collector:
         collector.refuse()  # the backend is down: what serve takes stays in its file
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, **QUICK_RETRY}
         path = tmp_path / "serve.db"
         first, second = _otel_spans(300, "a"), _otel_spans(200, "b")
         with serving(path, "--sink", "otlp", env=env) as serve:
@@ -129,43 +135,66 @@ def test_the_official_exporter_through_serve_with_a_kill_9_midway_loses_nothing_
         assert collector.spans == _as_sent(first + second)  # every span, byte for byte as the exporter sent it
 
 
-def test_the_scale_gp_sdk_upserts_through_serve(tmp_path: Path) -> None:
+def test_the_scale_gp_sdk_upserts_through_serve_with_a_kill_9_midway(tmp_path: Path) -> None:
     from scale_gp_beta import SGPClient
 
+    items = [
+        {
+            "trace_id": "t-1",
+            "id": f"s-{i}",
+            "name": f"step {i}",
+            "start_timestamp": "2026-11-28T10:00:00Z",
+            "end_timestamp": "2026-11-28T10:00:01Z",
+            "input": {"q": i},
+            "metadata": {"model": "gpt-4o"},
+        }
+        for i in range(40)
+    ]
     with Receiver() as backend:
-        env = {"SGP_API_KEY": "k", "SGP_ACCOUNT_ID": "a", "SGP_CLIENT_BASE_URL": backend.url}
-        with serving(tmp_path / "sgp.db", "--sink", "sgp", env=env) as serve:
-            client = SGPClient(api_key="k", account_id="a", base_url=serve.url, max_retries=0)
-            items = [
-                {"trace_id": "t-1", "id": f"s-{i}", "name": f"step {i}", "start_timestamp": "2026-11-28T10:00:00Z"}
-                for i in range(20)
-            ]
-            answer = client.spans.upsert_batch(items=items)  # type: ignore[arg-type]
-            assert len(answer.items) == 20
-            assert backend.wait_for(20, timeout=30)
-            code, _ = serve.stop()
+        backend.refuse()
+        env = {"SGP_API_KEY": "k", "SGP_ACCOUNT_ID": "a", "SGP_CLIENT_BASE_URL": backend.url, **QUICK_RETRY}
+        path = tmp_path / "sgp.db"
+        for half, part in enumerate((items[:20], items[20:])):
+            with serving(path, "--sink", "sgp", env=env) as serve:
+                client = SGPClient(api_key="k", account_id="a", base_url=serve.url, max_retries=0)
+                answer = client.spans.upsert_batch(items=part)  # type: ignore[arg-type]
+                assert [s.id for s in answer.items] == [i["id"] for i in part]  # acknowledged: on disk
+                if half == 0:
+                    serve.stop(signal.SIGKILL)
+                    continue
+                backend.resume()
+                assert backend.wait_for(40, timeout=60)
+                code, _ = serve.stop()
         assert code == 0
-        assert {k: v["name"] for k, v in backend.spans.items()} == {("t-1", f"s-{i}"): f"step {i}" for i in range(20)}
+        assert backend.spans == {("t-1", i["id"]): i for i in items}  # each item as the client sent it
 
 
-def test_otlp_json_with_gzip_keeps_the_valid_spans_and_refuses_the_bad_one_in_partial_success(tmp_path: Path) -> None:
+def test_otlp_json_with_gzip_keeps_the_valid_spans_refuses_the_bad_one_and_survives_a_kill_9(tmp_path: Path) -> None:
+    def doc(i: int) -> dict[str, Any]:
+        good = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": f"eee19b7ec3c1b1{i:02x}", "name": f"good {i}"}
+        bad = {"traceId": "00", "spanId": "eee19b7ec3c1b1ff", "name": "bad"}
+        return {"resourceSpans": [{"scopeSpans": [{"scope": {"name": "http"}, "spans": [good, bad]}]}]}
+
+    gz = {"content-type": "application/json", "content-encoding": "gzip"}
     with Receiver() as collector:
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}
-        good = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "good"}
-        bad = {"traceId": "00", "spanId": "eee19b7ec3c1b175", "name": "bad"}
-        doc = {"resourceSpans": [{"scopeSpans": [{"spans": [good, bad]}]}]}
-        with serving(tmp_path / "j.db", "--sink", "otlp", env=env) as serve:
-            r = httpx.post(
-                serve.url + "/v1/traces",
-                content=gzip.compress(orjson.dumps(doc)),
-                headers={"content-type": "application/json", "content-encoding": "gzip"},
-            )
+        collector.refuse()
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, **QUICK_RETRY}
+        path = tmp_path / "j.db"
+        with serving(path, "--sink", "otlp", env=env) as serve:
+            r = httpx.post(serve.url + "/v1/traces", content=gzip.compress(orjson.dumps(doc(1))), headers=gz)
             assert r.status_code == 200, r.text
             assert r.json()["partialSuccess"]["rejectedSpans"] == "1"
-            assert collector.wait_for(1, timeout=30)
+            serve.stop(signal.SIGKILL)
+        with serving(path, "--sink", "otlp", env=env) as serve:
+            r = httpx.post(serve.url + "/v1/traces", content=gzip.compress(orjson.dumps(doc(2))), headers=gz)
+            assert r.status_code == 200
             sgp = httpx.put(serve.url + "/v5/spans/batch", json={"items": []})
             assert sgp.status_code == 415 and "otlp" in sgp.json()["detail"]
-        assert [v["span"]["name"] for v in collector.spans.values()] == ["good"]
+            collector.resume()
+            assert collector.wait_for(2, timeout=60)
+        got = {v["span"]["name"]: v for v in collector.spans.values()}
+    assert set(got) == {"good 1", "good 2"} and got["good 1"]["scope"] == {"name": "http"}
+    assert got["good 2"]["span"]["spanId"] == "eee19b7ec3c1b102"
 
 
 def test_limits_backpressure_health_readiness_and_metrics(tmp_path: Path) -> None:
@@ -287,3 +316,17 @@ def _healthy(url: str) -> bool:
         return httpx.get(url + "/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_the_sidecar_pattern_an_application_writes_the_file_and_serve_delivers_it(tmp_path: Path) -> None:
+    from conftest import span, store_items
+
+    path = tmp_path / "app.db"
+    store_items(path, [span(i, end=True) for i in range(100)])  # an application's Spool(path): no sink
+    with Receiver() as backend:
+        env = {"SGP_API_KEY": "k", "SGP_ACCOUNT_ID": "a", "SGP_CLIENT_BASE_URL": backend.url}
+        with serving(path, "--no-ingest", env=env) as serve:
+            assert backend.wait_for(100, timeout=30)
+            assert httpx.put(serve.url + "/v5/spans/batch", json={"items": []}).status_code == 404
+            code, err = serve.stop()
+    assert code == 0 and "stopped; 0 spans left" in err, err

@@ -67,6 +67,12 @@ def serve(
         fail(f"listening on {host} (not loopback) needs a bearer token: set {token_env}")
     p = resolve_path(path)
     fmt = _format(p, sink)
+    if redact and not format_named(fmt).takes_items:
+        fail(
+            "--redact scrubs Scale GP spans; an otlp spool stores OTLP spans as they were sent"
+            " (redact them in the application: SpoolSpanProcessor(redact=scrub()))"
+        )
+
     delivery = format_named(fmt).sink_from_env()  # (SpoolConfigError, an `Error:` line, when incomplete)
     spool = Spool(p, sink=delivery, config=SpoolConfig(), redact=scrub() if redact else None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)

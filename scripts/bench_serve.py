@@ -9,7 +9,8 @@
 - `baseline`: the same spans sent by the official `OTLPSpanExporter` straight to the collector (spans/s).
 
 `uv run python scripts/bench_serve.py --backlog 1000000` fills a file with a million spans through `serve` (the
-backend down) and prints its RSS after every 50,000.
+backend down) and prints its RSS after every 50,000; `--soak 600` sends 5k spans/s for ten minutes while it delivers,
+and prints its RSS and acknowledgement p99 every 30 s.
 """
 
 from __future__ import annotations
@@ -211,10 +212,49 @@ def backlog_rss(total: int, tmp: Path) -> list[tuple[int, float]]:
     return out
 
 
+def soak(seconds: float, tmp: Path, rx: Any) -> list[tuple[float, float, float]]:
+    """`serve` taking 5k spans/s (requests of 512, new ids every round) while delivering to `rx`, for `seconds`:
+    (elapsed s, RSS MB, ack p99 ms of the last 30 s) every 30 s."""
+    import httpx
+
+    bodies = _bodies(_spans(20 * BATCH))
+    serve = _Serve(tmp / "soak.db", rx.url)
+    out: list[tuple[float, float, float]] = []
+    headers = {"content-type": "application/x-protobuf"}
+    try:
+        with httpx.Client(timeout=60) as client:
+            t0 = t_next = mark = time.perf_counter()
+            latencies: list[float] = []
+            i = 0
+            while time.perf_counter() - t0 < seconds:
+                t = time.perf_counter()
+                client.post(serve.url + "/v1/traces", content=bodies[i % len(bodies)], headers=headers)
+                latencies.append(time.perf_counter() - t)
+                i += 1
+                t_next += BATCH / 5000
+                time.sleep(max(0.0, t_next - time.perf_counter()))
+                if time.perf_counter() - mark >= 30:
+                    latencies.sort()
+                    out.append((time.perf_counter() - t0, serve.rss_mb(), latencies[int(len(latencies) * 0.99)] * 1e3))
+                    print(f"{out[-1][0]:6.0f} s: RSS {out[-1][1]:.1f} MB, ack p99 {out[-1][2]:.1f} ms", flush=True)
+                    latencies, mark = [], time.perf_counter()
+    finally:
+        serve.stop()
+    return out
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench import ReceiverProcess
 
+    if len(sys.argv) > 2 and sys.argv[1] == "--soak":
+        rx = ReceiverProcess()
+        try:
+            with tempfile.TemporaryDirectory() as d:
+                soak(float(sys.argv[2]), Path(d), rx)
+        finally:
+            rx.close()
+        sys.exit(0)
     if len(sys.argv) > 2 and sys.argv[1] == "--backlog":
         with tempfile.TemporaryDirectory() as d:
             for spans, mb in backlog_rss(int(sys.argv[2]), Path(d)):

@@ -23,11 +23,10 @@ from ._common import PathOption, app, fail
 __all__ = ["serve"]
 
 _EPILOG = """\b
-Examples:
-  spool serve --sink otlp                 # OTLP/HTTP on 127.0.0.1:4318, delivered to OTEL_EXPORTER_OTLP_*
+Example: spool serve --sink otlp   (OTLP/HTTP on 127.0.0.1:4318, delivered to OTEL_EXPORTER_OTLP_*)
   spool serve --sink sgp --listen 127.0.0.1:8321
-  SPOOL_SERVE_TOKEN=... spool serve --listen 0.0.0.0:4318   # off loopback: a bearer token is required
-  spool serve --no-ingest                 # deliver what applications write to the file (sink=None)
+  SPOOL_SERVE_TOKEN=... spool serve --listen 0.0.0.0:4318   (off loopback: a bearer token is required)
+  spool serve --no-ingest   (deliver what applications write to the file themselves)
 """
 
 
@@ -47,7 +46,10 @@ def serve(
         bool, typer.Option("--redact", help="Scrub secrets from every span before the disk (spool.redact.scrub()).")
     ] = False,
 ) -> None:
-    """Run the host's durable tracing agent: take spans over HTTP, keep them in the spool, deliver them."""
+    """Take spans over HTTP, keep them on disk, deliver them.
+
+    The host's durable tracing agent: OTLP/HTTP POST /v1/traces or Scale GP's PUT /v5/spans/batch, answered once
+    the spans are on disk; /healthz, /readyz, /metrics. SIGTERM: deliver up to shutdown_timeout, exit 0."""
     try:
         import uvicorn
     except ImportError:

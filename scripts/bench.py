@@ -1289,7 +1289,7 @@ def params(quick: bool) -> dict[str, Any]:
         "memory": 1_000_000,
         "agents": 1.0,
         "otel": (10_000, 4, 50_000),
-        "serve": (100_000, 10.0),
+        "serve": (100_000, 30.0),
     }
 
 

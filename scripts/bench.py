@@ -1161,7 +1161,7 @@ def table(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 "otel: SDK -> delivered -> deleted",
                 f"{x['spans_per_s']:,.0f} spans/s",
                 f"the app ended {x['app_spans_per_s']:,.0f}/s",
-                f">= 10k {mark(x['spans_per_s'] >= 10_000)}",
+                f">= 12k {mark(x['spans_per_s'] >= 12_000)}",
             )
         )
     if v := res.get("serve"):

@@ -35,6 +35,7 @@ from .._sink import SGPSink
 
 if TYPE_CHECKING:
     from .._sink import Sink
+    from .._spool import Spool
     from .._stats import SpoolStats
 
 __all__ = ["SpoolAgentsProcessor", "install"]
@@ -57,9 +58,8 @@ class SpoolAgentsProcessor(TracingProcessor):
         redact: Redact | None = None,
     ) -> None:
         self._host = ThreadHost(path, sink if sink is not None else SGPSink(), config, redact)
-        self._otel: Callable[[Any], None] | None = None
-        if not format_named(self._host.spool.format).takes_items:
-            self._otel = format_named(self._host.spool.format).otel_writer(self._host.spool)
+        fmt = format_named(self._host.spool.format)
+        self._otel = None if fmt.takes_items else fmt.otel_writer(self._host.spool)  # (an otlp spool: OTel spans)
         self._started: dict[str, str] = {}  # trace id -> its start (the SDK's Trace carries none)
         self._lock = threading.Lock()
 
@@ -69,7 +69,8 @@ class SpoolAgentsProcessor(TracingProcessor):
         return self._host.dropped
 
     @property
-    def spool(self) -> Any:
+    def spool(self) -> Spool:
+        """The underlying spool."""
         return self._host.spool
 
     # -- the SDK's interface (never raises) ----------------------------------------------------------------------

@@ -54,6 +54,8 @@ class Format:
     """One `spool import` line to a row, validated (`max_item_bytes`); raises `ValueError`/`TypeError` with why."""
     line_is: Callable[[Any], bool]
     """A parsed import line is of this format."""
+    route: tuple[str, str]
+    """Where `spool serve` takes spans of this format: (method, path), the protocol's own."""
     check_lines: Callable[[], object]
     """Raises `MissingExtraError` when this format's lines need an extra that is not installed."""
 
@@ -135,6 +137,7 @@ SGP = Format(
     export_line=lambda: None,
     parse_line=_sgp_line,
     line_is=lambda obj: not (isinstance(obj, dict) and isinstance(obj.get("span"), dict)),
+    route=("PUT", "/v5/spans/batch"),
     check_lines=lambda: None,
 )
 
@@ -152,6 +155,7 @@ OTLP = Format(
     export_line=_otlp_export,
     parse_line=_otlp_line,
     line_is=lambda obj: isinstance(obj, dict) and isinstance(obj.get("span"), dict),
+    route=("POST", "/v1/traces"),
     check_lines=_otlp_export,
 )
 

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from ._counters import COUNTERS, GAUGES
-from ._formats import format_named
+from ._formats import FORMATS, format_named
 from ._ingest import MAX_BODY, Parsed, TooLarge, inflate, otlp_rows, sgp_rows
 from ._otlpwire import field, varint
 from ._spool import Spool
@@ -96,18 +96,17 @@ class ServeApp:
         self._authorize(scope)
         if path == "/metrics":
             return await self._metrics()
-        if path in ("/v1/traces", "/v5/spans/batch") and self._ingest:
+        fmt = next((f for f in FORMATS.values() if f.route[1] == path), None)
+        if fmt is not None and self._ingest:
             if self.stopping:
                 raise _Refused(503, "spool serve is stopping", {"retry-after": str(RETRY_AFTER)})
-            want = "POST" if path == "/v1/traces" else "PUT"
-            if method != want:
-                raise _Refused(405, f"{path} takes {want}", {"allow": want})
-            fmt = "otlp" if path == "/v1/traces" else "sgp"
-            if fmt != self.spool.format:
-                other = "POST /v1/traces (OTLP)" if self.spool.format == "otlp" else "PUT /v5/spans/batch (Scale GP)"
-                raise _Refused(415, f"this spool holds {self.spool.format} spans: send them to {other}")
+            if method != fmt.route[0]:
+                raise _Refused(405, f"{path} takes {fmt.route[0]}", {"allow": fmt.route[0]})
+            if fmt is not self._fmt:
+                where = " ".join(self._fmt.route)
+                raise _Refused(415, f"this spool holds {self._fmt.name} spans: send them to {where}")
             if time.monotonic() < self._cap_until:
-                raise _Refused(429, f"the spool is at its cap ({self.spool.path})", {"retry-after": str(RETRY_AFTER)})
+                raise _Refused(429, "the spool is at its cap: send again later", {"retry-after": str(RETRY_AFTER)})
             headers = _headers(scope)
             try:
                 body = inflate(await _read(receive, headers), headers.get("content-encoding"))
@@ -115,7 +114,7 @@ class ServeApp:
                 raise _Refused(413, str(exc)) from None
             except ValueError as exc:
                 raise _Refused(400, str(exc)) from None
-            return await (self._otlp(body, headers) if fmt == "otlp" else self._sgp(body))
+            return await (self._sgp(body) if fmt.takes_items else self._otlp(body, headers))
         raise _Refused(404, f"no endpoint {method} {path}")
 
     def state(self) -> dict[str, object]:

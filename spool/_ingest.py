@@ -2,8 +2,8 @@
 
 An OTLP `ExportTraceServiceRequest` is split into rows on the wire: each span's bytes, under its resource and scope
 bytes as they came, without decoding a span (only its trace and span ids are read, to key the row). OTLP JSON is
-parsed into that message first (it needs `opentelemetry-proto`). A Scale GP `{"items": [...]}` body becomes items,
-each validated as `Spool.put` validates it. What is not a span is counted and named, and the rest is kept: OTLP's
+parsed into that message first (it needs `opentelemetry-proto`). A Scale GP `{"items": [...]}` body becomes its
+items, which `Spool.put` validates. What is not a span is counted and named (`Parsed`), and the rest is kept: OTLP's
 `partial_success`, or the Scale GP API's 422 naming the item.
 """
 
@@ -15,11 +15,11 @@ from typing import Any
 
 import orjson
 
-from ._items import Encoded, encode_item
+from ._items import Encoded
 from ._otlpwire import field as pb_field
 from ._otlpwire import fields
 
-__all__ = ["MAX_BODY", "MAX_INFLATED", "Parsed", "TooLarge", "inflate", "otlp_rows", "sgp_rows"]
+__all__ = ["MAX_BODY", "MAX_INFLATED", "Parsed", "TooLarge", "inflate", "otlp_rows", "sgp_items"]
 
 MAX_BODY = 16 << 20
 """A request body larger than this is refused (413)."""
@@ -121,22 +121,13 @@ def _json_to_protobuf(body: bytes) -> bytes:
     return request_from_json(body)
 
 
-def sgp_rows(body: bytes, max_item_bytes: int) -> tuple[list[dict[str, Any]], Parsed]:
-    """A Scale GP batch body: the items (as sent, for the answer) and their rows. Raises `ValueError` for a body that
-    is not `{"items": [...]}`; an item the spool would not take is rejected alone, named by its index."""
+def sgp_items(body: bytes) -> list[Any]:
+    """The items of a Scale GP batch body, as sent (each is validated when it is put). Raises `ValueError` for a body
+    that is not `{"items": [...]}`."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"body: invalid JSON: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
         raise ValueError("body: must be a JSON object with an 'items' list")
-    out = Parsed()
-    kept: list[dict[str, Any]] = []
-    for i, item in enumerate(doc["items"]):
-        try:
-            out.rows.append(encode_item(item, max_item_bytes))
-        except (TypeError, ValueError) as exc:
-            out.reject(f"items[{i}]: {exc}")
-            continue
-        kept.append(item)
-    return kept, out
+    return list(doc["items"])

@@ -20,7 +20,7 @@ import orjson
 
 from ._counters import COUNTERS, GAUGES
 from ._formats import FORMATS, format_named
-from ._ingest import MAX_BODY, Parsed, TooLarge, inflate, otlp_rows, sgp_rows
+from ._ingest import MAX_BODY, Parsed, TooLarge, inflate, otlp_rows, sgp_items
 from ._otlpwire import field, varint
 from ._spool import Spool
 
@@ -154,32 +154,44 @@ class ServeApp:
             parsed = otlp_rows(body, as_json, self.spool.config.max_item_bytes)
         except ValueError as exc:
             raise _Refused(400, str(exc)) from None
-        await self._commit(parsed, lambda: self.spool.put_rows(parsed.rows))
+
+        def queue() -> int:
+            self.spool.put_rows(parsed.rows)
+            return len(parsed.rows)
+
+        await self._commit(queue)
         answer = _otlp_answer(parsed, as_json)
         return 200, answer, {"content-type": "application/json" if as_json else "application/x-protobuf"}
 
     async def _sgp(self, body: bytes) -> tuple[int, bytes, dict[str, str]]:
         try:
-            items, parsed = sgp_rows(body, self.spool.config.max_item_bytes)
+            items = sgp_items(body)
         except ValueError as exc:
             raise _Refused(422, str(exc)) from None
+        refused, kept = Parsed(), []
 
-        def put() -> None:
-            for item in items:
-                self.spool.put(item)
+        def queue() -> int:
+            for i, item in enumerate(items):
+                try:
+                    self.spool.put(item)  # (validated here, as any put is: an item it refuses is named, others kept)
+                except (TypeError, ValueError) as exc:
+                    refused.reject(f"items[{i}]: {exc}")
+                else:
+                    kept.append(item)
+            return len(kept)
 
-        await self._commit(parsed, put)
-        if parsed.rejected:
-            kept = len(parsed.rows)
-            raise _Refused(422, f"{parsed.message} ({kept} other span{'' if kept == 1 else 's'} of the request kept)")
-        return 200, orjson.dumps({"items": items}), {"content-type": "application/json"}
+        await self._commit(queue)
+        if refused.rejected:
+            n = len(kept)
+            raise _Refused(422, f"{refused.message} ({n} other span{'' if n == 1 else 's'} of the request kept)")
+        return 200, orjson.dumps({"items": kept}), {"content-type": "application/json"}
 
-    async def _commit(self, parsed: Parsed, put: Callable[[], None]) -> None:
-        """Queue the request's rows and wait for their commit. Spans the spool dropped meanwhile (any request's: a
-        drop is not tied to one) fail the request, so that its sender sends it again: 429 at the cap or past
-        `max_pending_bytes`, 503 on a failing disk."""
+    async def _commit(self, queue: Callable[[], int]) -> None:
+        """`queue()` a request's spans (it returns how many) and wait for their commit. Spans the spool dropped
+        meanwhile (any request's: a drop is not tied to one) fail the request, so that its sender sends it again: 429
+        at the cap or past `max_pending_bytes`, 503 on a failing disk."""
         before = self.spool.metrics(gauges=False)
-        put()
+        n = queue()
         await self.spool.commit()
         after = self.spool.metrics(gauges=False)
         if _grew(before, after, "dropped_disk_error"):
@@ -187,7 +199,7 @@ class ServeApp:
         if _grew(before, after, "dropped_overflow") or _grew(before, after, "dropped_memory"):
             self._cap_until = time.monotonic() + _CAP_HOLD
             raise _Refused(429, "the spool is at its cap: send again later", {"retry-after": str(RETRY_AFTER)})
-        self.ingested += len(parsed.rows)
+        self.ingested += n
 
     def _ready(self) -> tuple[int, bytes, dict[str, str]]:
         reasons = []

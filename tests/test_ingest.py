@@ -12,7 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from spool._ingest import MAX_INFLATED, TooLarge, inflate, otlp_rows, sgp_rows
+from spool._ingest import MAX_INFLATED, TooLarge, inflate, otlp_rows, sgp_items
 from spool._otlpwire import request_body
 
 
@@ -74,10 +74,10 @@ def test_inflate_undoes_gzip_and_refuses_a_bomb() -> None:
         inflate(b"abc", "gzip")
 
 
-def test_a_scale_gp_batch_keeps_the_valid_items_and_names_the_bad_one() -> None:
+def test_a_scale_gp_batch_body_gives_its_items_as_sent() -> None:
     ok = {"trace_id": "t", "id": "s1", "name": "a", "start_timestamp": "2026-11-28T10:00:00Z"}
-    items, parsed = sgp_rows(orjson.dumps({"items": [ok, {"trace_id": "t"}, {**ok, "id": "s2"}]}), 1 << 20)
-    assert [i["id"] for i in items] == ["s1", "s2"] and parsed.rejected == 1
-    assert parsed.message.startswith("items[1]:")
+    assert sgp_items(orjson.dumps({"items": [ok, {"trace_id": "t"}]})) == [ok, {"trace_id": "t"}]
     with pytest.raises(ValueError, match="'items' list"):
-        sgp_rows(b"[]", 1 << 20)
+        sgp_items(b"[]")
+    with pytest.raises(ValueError, match="invalid JSON"):
+        sgp_items(b"{")

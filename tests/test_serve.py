@@ -162,11 +162,16 @@ def test_the_scale_gp_sdk_upserts_through_serve_with_a_kill_9_midway(tmp_path: P
                 if half == 0:
                     serve.stop(signal.SIGKILL)
                     continue
+                one_bad = [{**items[0], "id": "s-extra"}, {"trace_id": "t-1", "id": "no-start", "name": "x"}]
+                r = httpx.put(serve.url + "/v5/spans/batch", json={"items": one_bad})
+                assert r.status_code == 422 and r.json()["detail"].startswith("items[1]:"), r.text
+                assert "1 other span of the request kept" in r.json()["detail"]
                 backend.resume()
-                assert backend.wait_for(40, timeout=60)
+                assert backend.wait_for(41, timeout=60)
                 code, _ = serve.stop()
         assert code == 0
-        assert backend.spans == {("t-1", i["id"]): i for i in items}  # each item as the client sent it
+        sent = [*items, {**items[0], "id": "s-extra"}]
+        assert backend.spans == {("t-1", i["id"]): i for i in sent}  # each item as the client sent it
 
 
 def test_otlp_json_with_gzip_keeps_the_valid_spans_refuses_the_bad_one_and_survives_a_kill_9(tmp_path: Path) -> None:

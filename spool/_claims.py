@@ -45,6 +45,10 @@ class Next:
     rows: list[Claimed] = field(default_factory=list)
     lease: Lease | None = None
 
+    def take(self, rows: list[Claimed], until: float) -> None:
+        """The rows claimed for it, leased until `until` (none: no lease)."""
+        self.rows, self.lease = rows, Lease(rows[0].lease, until) if rows else None
+
 
 class Claims:
     """The leases of one drainer (`owner`) in one store. `delivered` counts rows deleted, where they are deleted
@@ -92,8 +96,7 @@ class Claims:
     def complete_and_claim(self, sent: Sequence[Claimed], nxt: Next) -> None:
         """Blocking (a drain thread): complete `sent` and claim `nxt.size` rows into `nxt`, in one transaction."""
         until = self._end()
-        rows = self._db.submit(self._completing, sent, nxt.size, nxt.force).result()
-        nxt.rows, nxt.lease = rows, Lease(rows[0].lease, until) if rows else None
+        nxt.take(self._db.submit(self._completing, sent, nxt.size, nxt.force).result(), until)
 
     async def complete(self, sent: Sequence[Claimed], lease: Lease, nxt: Next | None = None) -> None:
         """The sink took `sent`: delete them (ending `lease` when `nxt` is given, and claiming the next batch into
@@ -109,7 +112,7 @@ class Claims:
         except asyncio.CancelledError:
             fut.add_done_callback(self._abandoned)
             raise
-        nxt.rows, nxt.lease = rows, Lease(rows[0].lease, until) if rows else None
+        nxt.take(rows, until)
 
     def _completing(self, sent: Sequence[Claimed], size: int | None, force: bool) -> list[Claimed]:
         """On the DB thread: `Store.complete` (`size` None) or `complete_and_claim`, counted."""
